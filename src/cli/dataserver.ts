@@ -1,0 +1,71 @@
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs'
+import { parseBytes } from '../common/units.js'
+import { DATA_SERVER_DEFAULTS, startDataServer, type DataServerInput } from '../dataserver/index.js'
+import { stopOnSignals } from './signals.js'
+
+export interface DataServerArgs {
+  dir: string
+  host: string
+  port: number
+  publicUrl?: string
+  secret?: string
+  dataCenter: string
+  rack: string
+  fileBytesMax: string
+  volumeBytesMax: string
+  volumesMax: number
+  fsync: string
+  fsyncIntervalMs: number
+  headersTimeoutMs: number
+  requestTimeoutMs: number
+}
+
+/** The flags every command that runs a data server shares. */
+export function dataServerFlags<T>(y: Argv<T>) {
+  return y
+    .option('host', { type: 'string', default: DATA_SERVER_DEFAULTS.host, describe: 'address to listen on' })
+    .option('public-url', { type: 'string', describe: 'host:port clients should use, if not host:port' })
+    .option('secret', { type: 'string', describe: 'cluster secret; admin and internal routes require it' })
+    .option('data-center', { type: 'string', default: DATA_SERVER_DEFAULTS.dataCenter })
+    .option('rack', { type: 'string', default: DATA_SERVER_DEFAULTS.rack })
+    .option('file-bytes-max', { type: 'string', default: '32MiB', describe: 'largest file accepted' })
+    .option('volume-bytes-max', { type: 'string', default: '8GiB', describe: 'a volume turns read-only at this size (at most 32GiB)' })
+    .option('volumes-max', { type: 'number', default: DATA_SERVER_DEFAULTS.volumesMax })
+    .option('fsync', { choices: ['group', 'interval', 'none'], default: DATA_SERVER_DEFAULTS.fsync, describe: 'when writes reach the disk before they are acknowledged' })
+    .option('fsync-interval-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.fsyncIntervalMs })
+    .option('headers-timeout-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.headersTimeoutMs })
+    .option('request-timeout-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.requestTimeoutMs })
+}
+
+export function dataServerInput(args: Omit<DataServerArgs, 'dir' | 'port'>, dir: string, port: number): DataServerInput {
+  return {
+    dir,
+    port,
+    host: args.host,
+    publicUrl: args.publicUrl,
+    secret: args.secret,
+    dataCenter: args.dataCenter,
+    rack: args.rack,
+    fileBytesMax: parseBytes('file-bytes-max', args.fileBytesMax),
+    volumeBytesMax: parseBytes('volume-bytes-max', args.volumeBytesMax),
+    volumesMax: args.volumesMax,
+    fsync: args.fsync as DataServerInput['fsync'],
+    fsyncIntervalMs: args.fsyncIntervalMs,
+    headersTimeoutMs: args.headersTimeoutMs,
+    requestTimeoutMs: args.requestTimeoutMs,
+  }
+}
+
+export const dataserverCommand: CommandModule<object, DataServerArgs> = {
+  command: 'dataserver',
+  describe: 'run a data server (flags also from NEEDLESTORE_* environment variables)',
+  builder: (y) =>
+    dataServerFlags(y)
+      .option('dir', { type: 'string', demandOption: true, describe: 'directory of the volumes' })
+      .option('port', { type: 'number', default: DATA_SERVER_DEFAULTS.port, describe: 'port to listen on (0: any free port)' }) as unknown as Argv<DataServerArgs>,
+  handler: async (args: ArgumentsCamelCase<DataServerArgs>) => {
+    const server = await startDataServer(dataServerInput(args, args.dir, args.port))
+    process.stdout.write(`needlestore dataserver listening on ${server.url}\n`)
+    stopOnSignals(() => server.close())
+  },
+}

@@ -1,0 +1,137 @@
+/**
+ * File ids, as in SeaweedFS: `<volume id>,<key hex><cookie as 8 hex>`, for example
+ * `3,01637037d6` is volume 3, key 0x01, cookie 0x637037d6. The key is written as big-endian
+ * bytes with leading zero bytes left out (at least one byte). A suffix `_d` (decimal) names
+ * key + d, for the ids handed out by one assign with count > 1.
+ *
+ * Keys are 64-bit. They travel as two unsigned 32-bit halves (`keyHi`, `keyLo`) so that the hot
+ * path never allocates a BigInt.
+ */
+import { NeedleError } from './errors.js'
+
+export interface FileId {
+  readonly volumeId: number
+  readonly keyHi: number
+  readonly keyLo: number
+  readonly cookie: number
+}
+
+export const VOLUME_ID_MAX = 0xffff_ffff
+const TWO_32 = 0x1_0000_0000
+const HEX = /^[0-9a-fA-F]+$/
+const DECIMAL = /^[0-9]+$/
+
+function bad(text: string, why: string): NeedleError {
+  return new NeedleError('NS_ERR_BAD_FID', `malformed file id ${JSON.stringify(text.slice(0, 80))}: ${why}`)
+}
+
+/** Parses a decimal volume id (1 … 2^32-1). */
+export function parseVolumeId(text: string): number {
+  if (!DECIMAL.test(text) || text.length > 10) throw bad(text, 'the volume id must be a decimal number')
+  const id = Number(text)
+  if (id < 1 || id > VOLUME_ID_MAX) throw bad(text, 'the volume id must be between 1 and 4294967295')
+  return id
+}
+
+/**
+ * Parses `<vid>,<key><cookie>[_d]`. The delta suffix is added to the key (with carry), so
+ * `3,01637037d6_1` names key 0x02.
+ */
+export function parseFid(text: string): FileId {
+  const comma = text.indexOf(',')
+  if (comma < 0) throw bad(text, 'expected "<volume id>,<key><cookie>"')
+  const volumeId = parseVolumeId(text.slice(0, comma))
+  let rest = text.slice(comma + 1)
+  let delta = 0
+  const underscore = rest.indexOf('_')
+  if (underscore >= 0) {
+    const suffix = rest.slice(underscore + 1)
+    if (!DECIMAL.test(suffix) || suffix.length > 9) throw bad(text, 'the suffix after "_" must be a small decimal number')
+    delta = Number(suffix)
+    rest = rest.slice(0, underscore)
+  }
+  if (rest.length <= 8) throw bad(text, 'the key and cookie part is too short')
+  if (rest.length > 24) throw bad(text, 'the key and cookie part is too long')
+  if (!HEX.test(rest)) throw bad(text, 'the key and cookie must be hexadecimal')
+  const keyHex = rest.slice(0, rest.length - 8)
+  const cookie = Number.parseInt(rest.slice(rest.length - 8), 16)
+  let keyLo = Number.parseInt(keyHex.slice(-8), 16)
+  let keyHi = keyHex.length > 8 ? Number.parseInt(keyHex.slice(0, -8), 16) : 0
+  if (delta > 0) {
+    keyLo += delta
+    if (keyLo >= TWO_32) {
+      keyLo -= TWO_32
+      keyHi += 1
+      if (keyHi >= TWO_32) throw bad(text, 'the key overflows 64 bits')
+    }
+  }
+  return { volumeId, keyHi, keyLo, cookie }
+}
+
+/** Hex of a 64-bit key given as halves, big-endian, leading zero bytes left out. */
+export function formatKey(keyHi: number, keyLo: number): string {
+  const full = keyHi.toString(16).padStart(8, '0') + keyLo.toString(16).padStart(8, '0')
+  let start = 0
+  while (start < 14 && full[start] === '0' && full[start + 1] === '0') start += 2
+  return full.slice(start)
+}
+
+export function formatFid(fid: FileId): string {
+  return `${fid.volumeId},${formatKey(fid.keyHi, fid.keyLo)}${fid.cookie.toString(16).padStart(8, '0')}`
+}
+
+/** The key as a BigInt, for display and tests; never on a hot path. */
+export function keyToBigInt(keyHi: number, keyLo: number): bigint {
+  return (BigInt(keyHi) << 32n) | BigInt(keyLo)
+}
+
+export function keyFromBigInt(key: bigint): { keyHi: number; keyLo: number } {
+  if (key < 0n || key >= 1n << 64n) throw new TypeError('key must fit in 64 bits')
+  return { keyHi: Number(key >> 32n), keyLo: Number(key & 0xffff_ffffn) }
+}
+
+export interface FidPath {
+  readonly fid: FileId
+  /** A file name given in the path (`/3/01637037d6/name.jpg`), if any. */
+  readonly name: string | undefined
+  /** The extension given on the id (`/3,01637037d6.jpg` → "jpg"), if any. */
+  readonly ext: string | undefined
+}
+
+/**
+ * Parses the path forms a data server accepts for a file, as SeaweedFS does:
+ * `/3,01637037d6`, `/3,01637037d6.jpg`, `/3/01637037d6`, `/3/01637037d6.jpg`,
+ * `/3/01637037d6/name.jpg` and `/3,01637037d6/name.jpg`, each optionally with `_d`.
+ */
+export function parseFidPath(path: string): FidPath {
+  const q = path.indexOf('?')
+  const clean = (q >= 0 ? path.slice(0, q) : path).replace(/^\/+/, '')
+  const parts = clean.split('/')
+  let idPart: string
+  let name: string | undefined
+  if (parts.length === 1) {
+    idPart = parts[0]!
+  } else if (parts.length === 2 && parts[0]!.includes(',')) {
+    idPart = parts[0]!
+    name = parts[1]
+  } else if (parts.length === 2 || parts.length === 3) {
+    idPart = `${parts[0]},${parts[1]}`
+    name = parts[2]
+  } else {
+    throw bad(path, 'too many path segments')
+  }
+  let ext: string | undefined
+  const dot = idPart.indexOf('.')
+  if (dot >= 0) {
+    ext = idPart.slice(dot + 1) || undefined
+    idPart = idPart.slice(0, dot)
+  }
+  if (name !== undefined) {
+    try {
+      name = decodeURIComponent(name) || undefined
+    } catch {
+      throw bad(path, 'the file name is not valid percent-encoding')
+    }
+  }
+  return { fid: parseFid(idPart), name, ext }
+}

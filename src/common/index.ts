@@ -1,0 +1,5 @@
+export * from './errors.js'
+export * from './fid.js'
+export * from './format.js'
+export * from './placement.js'
+export * from './mime.js'

@@ -1,0 +1,5 @@
+export { createDataServer, startDataServer, VERSION, type DataServer } from './server.js'
+export { resolveDataServerOptions, DATA_SERVER_DEFAULTS, type DataServerOptions, type DataServerInput } from './options.js'
+export { Store, type StoreOptions } from './store.js'
+export { Volume, datPath, idxPath, type VolumeOptions, type VolumeStatus, type WriteInput, type FsyncPolicy } from './volume.js'
+export { NeedleIndex } from './needle-index.js'

@@ -1,0 +1,102 @@
+/**
+ * The data server's options: one typed object, defaults applied in one place, each field
+ * validated once with a precise message, the result frozen. The CLI only builds the input.
+ */
+import { NeedleError } from '../common/errors.js'
+import { VOLUME_BYTES_MAX, DATA_BYTES_MAX } from '../common/format.js'
+import { integer, nonEmptyString, oneOf, optionalString } from '../common/validate.js'
+import type { FsyncPolicy } from './volume.js'
+
+export interface DataServerOptions {
+  /** Directory of the volumes. */
+  readonly dir: string
+  readonly host: string
+  readonly port: number
+  /** The address clients should use, if it differs from host:port (behind a proxy or NAT). */
+  readonly publicUrl: string | undefined
+  /** The cluster secret; when set, admin and internal routes require it. */
+  readonly secret: string | undefined
+  readonly dataCenter: string
+  readonly rack: string
+  /** Largest file accepted, in bytes; a larger upload gets 413 and writes nothing. */
+  readonly fileBytesMax: number
+  /** Largest request header block, in bytes (431 past it). */
+  readonly headerBytesMax: number
+  /** Time to receive the headers of a request. */
+  readonly headersTimeoutMs: number
+  /** Time to receive a whole request. */
+  readonly requestTimeoutMs: number
+  /** How long an idle keep-alive connection stays open. */
+  readonly keepAliveTimeoutMs: number
+  /** A volume turns read-only when its `.dat` reaches this size. */
+  readonly volumeBytesMax: number
+  /** Volumes this server may hold. */
+  readonly volumesMax: number
+  readonly fsync: FsyncPolicy
+  readonly fsyncIntervalMs: number
+  /** Writes queued per volume at most (NS_ERR_OVERLOADED past it). */
+  readonly writeQueueMax: number
+  /** Bytes written to a volume in one batch (one fsync) at most. */
+  readonly writeBatchBytesMax: number
+  /** Milliseconds since the epoch; injected so tests can control time. */
+  readonly now: () => number
+  /** Where operational messages go (recovery, broken volumes). */
+  readonly log: (message: string) => void
+}
+
+export type DataServerInput = Partial<DataServerOptions> & { readonly dir: string }
+
+const MiB = 1024 * 1024
+const GiB = 1024 * MiB
+
+export const DATA_SERVER_DEFAULTS = Object.freeze({
+  host: '127.0.0.1',
+  port: 8080,
+  dataCenter: 'dc1',
+  rack: 'rack1',
+  fileBytesMax: 32 * MiB,
+  headerBytesMax: 16 * 1024,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
+  keepAliveTimeoutMs: 65_000,
+  volumeBytesMax: 8 * GiB,
+  volumesMax: 128,
+  fsync: 'group' as FsyncPolicy,
+  fsyncIntervalMs: 100,
+  writeQueueMax: 4096,
+  writeBatchBytesMax: 16 * MiB,
+})
+
+export function resolveDataServerOptions(input: DataServerInput): DataServerOptions {
+  const o = { ...DATA_SERVER_DEFAULTS, ...stripUndefined(input) }
+  const resolved: DataServerOptions = {
+    dir: nonEmptyString('dir', o.dir),
+    host: nonEmptyString('host', o.host),
+    port: integer('port', o.port, 0, 65535),
+    publicUrl: optionalString('publicUrl', o.publicUrl),
+    secret: optionalString('secret', o.secret),
+    dataCenter: nonEmptyString('dataCenter', o.dataCenter),
+    rack: nonEmptyString('rack', o.rack),
+    fileBytesMax: integer('fileBytesMax', o.fileBytesMax, 1, Math.min(DATA_BYTES_MAX, 1024 * MiB)),
+    headerBytesMax: integer('headerBytesMax', o.headerBytesMax, 1024, 1 * MiB),
+    headersTimeoutMs: integer('headersTimeoutMs', o.headersTimeoutMs, 1, 3_600_000),
+    requestTimeoutMs: integer('requestTimeoutMs', o.requestTimeoutMs, 1, 3_600_000),
+    keepAliveTimeoutMs: integer('keepAliveTimeoutMs', o.keepAliveTimeoutMs, 1, 3_600_000),
+    volumeBytesMax: integer('volumeBytesMax', o.volumeBytesMax, 64 * 1024, VOLUME_BYTES_MAX),
+    volumesMax: integer('volumesMax', o.volumesMax, 1, 100_000),
+    fsync: oneOf('fsync', o.fsync, ['group', 'interval', 'none'] as const),
+    fsyncIntervalMs: integer('fsyncIntervalMs', o.fsyncIntervalMs, 1, 60_000),
+    writeQueueMax: integer('writeQueueMax', o.writeQueueMax, 1, 1_000_000),
+    writeBatchBytesMax: integer('writeBatchBytesMax', o.writeBatchBytesMax, 64 * 1024, 1024 * MiB),
+    now: o.now ?? Date.now,
+    log: o.log ?? ((message: string) => process.stderr.write(`${message}\n`)),
+  }
+  if (resolved.headersTimeoutMs > resolved.requestTimeoutMs) {
+    throw new NeedleError('NS_ERR_BAD_OPTION', 'headersTimeoutMs must not exceed requestTimeoutMs')
+  }
+  return Object.freeze(resolved)
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
+}

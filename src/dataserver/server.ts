@@ -1,0 +1,335 @@
+/**
+ * The data server's HTTP API (fastify): files by fid, status, metrics and volume admin routes.
+ * Route shapes follow SeaweedFS's volume server so that its clients work unchanged.
+ */
+import { createHash } from 'node:crypto'
+import { createServer } from 'node:http'
+import multipart from '@fastify/multipart'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import { checkSecret } from '../common/auth.js'
+import { NeedleError } from '../common/errors.js'
+import { parseFidPath, parseVolumeId, type FidPath } from '../common/fid.js'
+import { toErrorResponse } from '../common/http-errors.js'
+import { OCTET_STREAM, essence, isActiveContent, mimeFromName } from '../common/mime.js'
+import { formatPlacement, parsePlacement, placementFromByte, placementToByte } from '../common/placement.js'
+import { createMetrics, type DataServerMetrics } from './metrics.js'
+import { resolveDataServerOptions, type DataServerInput, type DataServerOptions } from './options.js'
+import { parseRange } from './range.js'
+import { Store } from './store.js'
+import type { Needle } from '../common/format.js'
+
+export const VERSION = 'needlestore 0.1.0'
+
+/** Served files never change under their fid, so caches may keep them for a year. */
+const CACHE_CONTROL = 'public, max-age=31536000, immutable'
+
+export interface DataServer {
+  readonly app: FastifyInstance
+  readonly store: Store
+  readonly options: DataServerOptions
+  readonly metrics: DataServerMetrics
+  /** `http://host:port` once listening. */
+  url: string
+  close(): Promise<void>
+}
+
+/** Builds the server and opens its volumes without listening (tests use inject()). */
+export async function createDataServer(input: DataServerInput): Promise<DataServer> {
+  const options = resolveDataServerOptions(input)
+  const store = await Store.open({
+    dir: options.dir,
+    volumesMax: options.volumesMax,
+    log: options.log,
+    volume: {
+      volumeBytesMax: options.volumeBytesMax,
+      fsync: options.fsync,
+      fsyncIntervalMs: options.fsyncIntervalMs,
+      writeQueueMax: options.writeQueueMax,
+      writeBatchBytesMax: options.writeBatchBytesMax,
+      now: options.now,
+    },
+  })
+  const metrics = createMetrics(store)
+  const app = Fastify({
+    bodyLimit: options.fileBytesMax,
+    keepAliveTimeout: options.keepAliveTimeoutMs,
+    requestTimeout: options.requestTimeoutMs,
+    return503OnClosing: true,
+    serverFactory: (handler) =>
+      createServer(
+        { maxHeaderSize: options.headerBytesMax, headersTimeout: options.headersTimeoutMs, requestTimeout: options.requestTimeoutMs },
+        handler,
+      ),
+  })
+  const server: DataServer = {
+    app,
+    store,
+    options,
+    metrics,
+    url: '',
+    async close() {
+      await app.close()
+      await store.close()
+    },
+  }
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body))
+  await app.register(multipart, { limits: { fileSize: options.fileBytesMax, parts: 64, headerPairs: 64 } })
+
+  app.setErrorHandler((err, req, reply) => {
+    const { statusCode, body } = toErrorResponse(err)
+    if (body.code === 'NS_ERR_CORRUPT_NEEDLE') metrics.corruptReads.inc()
+    if (statusCode >= 500 && body.code !== 'NS_ERR_CORRUPT_NEEDLE') options.log(`${req.method} ${req.url}: ${body.error}`)
+    return reply.code(statusCode).send(body)
+  })
+  app.addHook('onResponse', (req, reply, done) => {
+    const op = operationOf(req)
+    const inBytes = op === 'write' ? Number(req.headers['content-length'] ?? 0) : 0
+    const outBytes = op === 'read' ? Number(reply.getHeader('content-length') ?? 0) : 0
+    metrics.observe(op, reply.statusCode, reply.elapsedTime / 1000, inBytes, outBytes)
+    done()
+  })
+
+  app.get('/status', async () => statusBody(server))
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', metrics.registry.contentType)
+    return metrics.registry.metrics()
+  })
+  registerAdminRoutes(server)
+
+  app.route({ method: ['GET', 'HEAD'], url: '/*', handler: (req, reply) => readFile(server, req, reply) })
+  app.route({ method: ['POST', 'PUT'], url: '/*', handler: (req, reply) => writeFile(server, req, reply) })
+  app.route({ method: 'DELETE', url: '/*', handler: (req, reply) => deleteFile(server, req, reply) })
+  return server
+}
+
+/** Builds the server and listens on options.host:options.port. */
+export async function startDataServer(input: DataServerInput): Promise<DataServer> {
+  const server = await createDataServer(input)
+  try {
+    await server.app.listen({ host: server.options.host, port: server.options.port })
+  } catch (err) {
+    await server.store.close()
+    throw err
+  }
+  const address = server.app.server.address()
+  const port = typeof address === 'object' && address ? address.port : server.options.port
+  server.url = `http://${server.options.host}:${port}`
+  return server
+}
+
+function operationOf(req: FastifyRequest): string {
+  const url = req.routeOptions.url
+  if (url !== '/*') return url?.replace(/^\//, '') || 'unknown'
+  switch (req.method) {
+    case 'GET':
+      return 'read'
+    case 'HEAD':
+      return 'head'
+    case 'DELETE':
+      return 'delete'
+    default:
+      return 'write'
+  }
+}
+
+// -----------------------------------------------------------------------------------------------
+// Files.
+
+async function readFile(server: DataServer, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const path = parseFidPath(req.url)
+  const { fid } = path
+  const needle = await server.store.volume(fid.volumeId).read(fid.keyHi, fid.keyLo, fid.cookie)
+  const etag = etagOf(needle)
+  const modifiedMs = needle.lastModifiedMs ?? needle.appendAtMs
+  const lastModified = new Date(modifiedMs).toUTCString()
+  const mime = needle.mime ?? mimeFromName(needle.name) ?? mimeFromName(path.name) ?? mimeFromName(path.ext ? `.${path.ext}` : undefined) ?? OCTET_STREAM
+  reply.headers({
+    'content-type': mime,
+    etag,
+    'last-modified': lastModified,
+    'accept-ranges': 'bytes',
+    'cache-control': CACHE_CONTROL,
+    'x-content-type-options': 'nosniff',
+  })
+  const disposition = contentDisposition(needle.name ?? path.name, isActiveContent(mime))
+  if (disposition) reply.header('content-disposition', disposition)
+  if (notModified(req, etag, modifiedMs)) return reply.code(304).send()
+  const size = needle.data.length
+  const ifRange = req.headers['if-range']
+  const range = ifRange === undefined || ifRange === etag ? parseRange(req.headers.range, size) : { kind: 'none' as const }
+  if (range.kind === 'unsatisfiable') {
+    reply.header('content-range', `bytes */${size}`)
+    throw new NeedleError('NS_ERR_RANGE_NOT_SATISFIABLE', `range ${req.headers.range} is outside the file of ${size} bytes`)
+  }
+  if (range.kind === 'range') {
+    reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`)
+    return reply.send(needle.data.subarray(range.start, range.end + 1))
+  }
+  return reply.send(needle.data)
+}
+
+function etagOf(needle: Needle): string {
+  return `"${needle.md5 ? needle.md5.toString('hex') : needle.checksum.toString(16).padStart(16, '0')}"`
+}
+
+/** If-None-Match wins over If-Modified-Since, as RFC 9110 §13.2.2 says. */
+function notModified(req: FastifyRequest, etag: string, modifiedMs: number): boolean {
+  const inm = req.headers['if-none-match']
+  if (inm !== undefined) {
+    if (inm.trim() === '*') return true
+    return inm.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag)
+  }
+  const ims = req.headers['if-modified-since']
+  if (ims !== undefined) {
+    const since = Date.parse(ims)
+    return Number.isFinite(since) && Math.floor(modifiedMs / 1000) * 1000 <= since
+  }
+  return false
+}
+
+function contentDisposition(name: string | undefined, attachment: boolean): string | undefined {
+  if (!name && !attachment) return undefined
+  const kind = attachment ? 'attachment' : 'inline'
+  if (!name) return kind
+  const ascii = name.replace(/[^\x20-\x7e]|["\\]/g, '_')
+  return `${kind}; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`
+}
+
+interface Upload {
+  readonly data: Buffer
+  readonly name: string | undefined
+  readonly mime: string | undefined
+}
+
+async function readUpload(req: FastifyRequest, path: FidPath, fileBytesMax: number): Promise<Upload> {
+  const query = req.query as Record<string, string | undefined>
+  if (req.isMultipart()) {
+    // The first part is the file, whether or not its Content-Disposition names a file.
+    const part = await req.file({ isPartAFile: () => true, limits: { fileSize: fileBytesMax } })
+    if (!part) throw new NeedleError('NS_ERR_BAD_REQUEST', 'the multipart body has no part')
+    const data = await part.toBuffer()
+    const name = part.filename || path.name || undefined
+    let mime = essence(part.mimetype)
+    // A part without a Content-Type reads as text/plain; a known file extension says more.
+    if (mime === 'text/plain' && name && mimeFromName(name) && !mimeFromName(name)!.startsWith('text/')) mime = mimeFromName(name)
+    return { data, name, mime: mime === OCTET_STREAM ? undefined : mime }
+  }
+  const body = req.body
+  const data = Buffer.isBuffer(body) ? body : Buffer.alloc(0)
+  const mime = essence(req.headers['content-type'])
+  return { data, name: query.filename || path.name, mime: mime === OCTET_STREAM ? undefined : mime }
+}
+
+async function writeFile(server: DataServer, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const path = parseFidPath(req.url)
+  const { fid } = path
+  const volume = server.store.volume(fid.volumeId)
+  const upload = await readUpload(req, path, server.options.fileBytesMax)
+  if (upload.data.length > server.options.fileBytesMax) {
+    throw new NeedleError('NS_ERR_BODY_TOO_LARGE', `the file is ${upload.data.length} bytes, at most ${server.options.fileBytesMax}`)
+  }
+  if (upload.name !== undefined && Buffer.byteLength(upload.name) > 255) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'the file name is longer than 255 bytes')
+  }
+  if (upload.mime !== undefined && (upload.mime.length > 255 || !/^[\x21-\x7e]+$/.test(upload.mime))) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'the content type is malformed or longer than 255 bytes')
+  }
+  const md5 = createHash('md5').update(upload.data).digest()
+  const contentMd5 = req.headers['content-md5']
+  if (typeof contentMd5 === 'string' && contentMd5 !== md5.toString('base64')) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'Content-MD5 does not match the body')
+  }
+  const query = req.query as Record<string, string | undefined>
+  const ts = query.ts !== undefined ? Number(query.ts) : undefined
+  if (ts !== undefined && (!Number.isInteger(ts) || ts < 0 || ts > 2 ** 40)) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'ts must be a Unix time in seconds')
+  }
+  await volume.write({
+    cookie: fid.cookie,
+    keyHi: fid.keyHi,
+    keyLo: fid.keyLo,
+    data: upload.data,
+    ...(upload.name !== undefined ? { name: upload.name } : {}),
+    ...(upload.mime !== undefined ? { mime: upload.mime } : {}),
+    lastModifiedMs: ts !== undefined ? ts * 1000 : server.options.now(),
+    md5,
+  })
+  const eTag = md5.toString('hex')
+  reply.header('etag', `"${eTag}"`)
+  return reply.code(201).send({ name: upload.name ?? '', size: upload.data.length, eTag, mime: upload.mime ?? '' })
+}
+
+async function deleteFile(server: DataServer, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const { fid } = parseFidPath(req.url)
+  const { size } = await server.store.volume(fid.volumeId).delete(fid.keyHi, fid.keyLo, fid.cookie)
+  return reply.code(202).send({ size })
+}
+
+// -----------------------------------------------------------------------------------------------
+// Status and admin.
+
+function statusBody(server: DataServer) {
+  const volumes = server.store.statuses().map((s) => ({
+    id: s.id,
+    replication: formatPlacement(placementFromByte(s.placement)),
+    readOnly: s.readOnly,
+    size: s.datBytes,
+    fileCount: s.liveCount,
+    deleteCount: s.deletedCount,
+    liveBytes: s.liveBytes,
+    garbageBytes: s.garbageBytes,
+    garbageRatio: s.garbageRatio,
+    compactRevision: s.compactRevision,
+  }))
+  return {
+    Version: VERSION,
+    url: server.url,
+    publicUrl: server.options.publicUrl ?? server.url.replace(/^https?:\/\//, ''),
+    dataCenter: server.options.dataCenter,
+    rack: server.options.rack,
+    volumesMax: server.store.volumesMax,
+    volumes,
+    brokenVolumes: server.store.broken(),
+    // The SeaweedFS spelling, for tools that read a volume server's /status.
+    Volumes: volumes.map((v) => ({
+      Id: v.id,
+      Size: v.size,
+      ReplicaPlacement: v.replication,
+      FileCount: v.fileCount + v.deleteCount,
+      DeleteCount: v.deleteCount,
+      DeletedByteCount: v.garbageBytes,
+      ReadOnly: v.readOnly,
+    })),
+  }
+}
+
+function registerAdminRoutes(server: DataServer): void {
+  const { app, store, options } = server
+  const guard = async (req: FastifyRequest) => checkSecret(options.secret, req.headers.authorization)
+  const volumeParam = (req: FastifyRequest): number => {
+    const q = req.query as Record<string, string | undefined>
+    if (q.volume === undefined) throw new NeedleError('NS_ERR_BAD_REQUEST', 'the query parameter volume is required')
+    return parseVolumeId(q.volume)
+  }
+  // Creates an empty volume; the master calls this when it grows the cluster.
+  app.route({
+    method: ['GET', 'POST'],
+    url: '/admin/assign_volume',
+    preHandler: guard,
+    handler: async (req, reply) => {
+      const q = req.query as Record<string, string | undefined>
+      const placement = parsePlacement(q.replication ?? '000')
+      const volume = await store.create(volumeParam(req), placementToByte(placement))
+      return reply.code(201).send({ volume: volume.id, replication: formatPlacement(placement) })
+    },
+  })
+  app.get('/admin/volumes', { preHandler: guard }, async () => ({ volumes: store.statuses(), broken: store.broken() }))
+  app.post('/admin/volume/readonly', { preHandler: guard }, async (req) => {
+    const q = req.query as Record<string, string | undefined>
+    const volume = store.volume(volumeParam(req))
+    volume.setReadOnly(q.readOnly !== 'false')
+    return { volume: volume.id, readOnly: volume.readOnly }
+  })
+}
+

@@ -1,0 +1,683 @@
+/**
+ * One volume: `<vid>.dat` (superblock + needles) and `<vid>.idx` (checkpoint of the index), with
+ * the in-memory index of every needle.
+ *
+ * Invariants:
+ * - `.dat` only ever grows by whole needles appended at #datBytes; a failed append is cut back
+ *   (ftruncate) before any later append, so `.dat` is always superblock + contiguous needles,
+ *   except for a torn tail after a crash, which #recover cuts back on the next open.
+ * - `.idx` entries are appended after their needles are in `.dat`, in `.dat` order. An entry is
+ *   never the only copy of a fact: everything in `.idx` can be rebuilt from `.dat`.
+ * - The in-memory index changes only after an append is durable under the fsync policy, so a
+ *   read never returns bytes that were not acknowledged, and an acknowledged write is in `.dat`.
+ * - Appends are serialized through one queue per volume; reads run concurrently with them and
+ *   only touch offsets below #datBytes, which no append rewrites.
+ * - Recovery never cuts `.dat` below a whole needle whose checksum is valid.
+ */
+import { constants as fsc } from 'node:fs'
+import { open, rename, rm, type FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import { NeedleError, diskError } from '../common/errors.js'
+import {
+  BODY_FIXED_SIZE,
+  BODY_SIZE_MAX,
+  NEEDLE_ALIGNMENT,
+  B_DATA_SIZE,
+  H_BODY_SIZE,
+  IDX_ENTRY_SIZE,
+  IDX_TOMBSTONE_SIZE,
+  NEEDLE_HEADER_SIZE,
+  NEEDLE_MIN_LENGTH,
+  SUPERBLOCK_SIZE,
+  VOLUME_BYTES_MAX,
+  decodeNeedle,
+  decodeNeedleHeader,
+  decodeSuperblock,
+  encodeIdxEntry,
+  encodeNeedle,
+  encodeSuperblock,
+  needleLength,
+  toByteOffset,
+  toUnits,
+  type Needle,
+  type NeedleInput,
+  type Superblock,
+} from '../common/format.js'
+import { NeedleIndex } from './needle-index.js'
+
+export type FsyncPolicy = 'group' | 'interval' | 'none'
+
+export interface VolumeOptions {
+  /** Directory that holds the volume's files. */
+  readonly dir: string
+  readonly volumeId: number
+  /** Above this many bytes in `.dat` the volume turns read-only. At most VOLUME_BYTES_MAX. */
+  readonly volumeBytesMax: number
+  /** group: one fsync covers the appends that arrived together, before they are acknowledged;
+   *  interval: acknowledged once written, fsync every fsyncIntervalMs; none: never fsync. */
+  readonly fsync: FsyncPolicy
+  readonly fsyncIntervalMs: number
+  /** Appends waiting in the queue at most; past it a write fails with NS_ERR_OVERLOADED. */
+  readonly writeQueueMax: number
+  /** Bytes of needles written in one batch at most. */
+  readonly writeBatchBytesMax: number
+  /** Milliseconds since the epoch; injected so that tests control time. */
+  readonly now: () => number
+  /** Called once for each problem recovery found and mended (a torn tail, a damaged `.idx`). */
+  readonly onRecovery?: (message: string) => void
+}
+
+export interface CreateVolumeOptions extends VolumeOptions {
+  readonly placement: number
+}
+
+/** What a caller gives to store a file. */
+export interface WriteInput {
+  readonly cookie: number
+  readonly keyHi: number
+  readonly keyLo: number
+  readonly data: Uint8Array
+  readonly name?: string
+  readonly mime?: string
+  readonly lastModifiedMs?: number
+  readonly md5?: Uint8Array
+}
+
+export interface VolumeStatus {
+  readonly id: number
+  readonly placement: number
+  readonly compactRevision: number
+  readonly readOnly: boolean
+  readonly datBytes: number
+  readonly liveCount: number
+  readonly deletedCount: number
+  readonly liveBytes: number
+  readonly garbageBytes: number
+  readonly garbageRatio: number
+}
+
+interface PendingAppend {
+  readonly buf: Buffer
+  readonly keyHi: number
+  readonly keyLo: number
+  /** Body size for the index, or IDX_TOMBSTONE_SIZE. */
+  readonly size: number
+  readonly resolve: () => void
+  readonly reject: (err: unknown) => void
+}
+
+type State = 'open' | 'closing' | 'closed'
+
+export function datPath(dir: string, volumeId: number): string {
+  return join(dir, `${volumeId}.dat`)
+}
+
+export function idxPath(dir: string, volumeId: number): string {
+  return join(dir, `${volumeId}.idx`)
+}
+
+const SCAN_CHUNK_BYTES = 4 * 1024 * 1024
+const IDX_LOAD_ENTRIES = 1 << 20
+
+export class Volume {
+  readonly id: number
+  readonly #opts: VolumeOptions
+  readonly #dat: FileHandle
+  readonly #idx: FileHandle
+  #index = new NeedleIndex()
+  readonly #superblock: Superblock
+  #datBytes: number
+  #idxBytes: number
+  #liveBytes = 0
+  #readOnly = false
+  #state: State = 'open'
+  #queue: PendingAppend[] = []
+  #draining: Promise<void> | undefined
+  #dirty = false
+  #syncTimer: NodeJS.Timeout | undefined
+
+  private constructor(opts: VolumeOptions, dat: FileHandle, idx: FileHandle, sb: Superblock, datBytes: number, idxBytes: number) {
+    this.id = opts.volumeId
+    this.#opts = opts
+    this.#dat = dat
+    this.#idx = idx
+    this.#superblock = sb
+    this.#datBytes = datBytes
+    this.#idxBytes = idxBytes
+    if (opts.fsync === 'interval') {
+      this.#syncTimer = setInterval(() => void this.#intervalSync(), opts.fsyncIntervalMs)
+      this.#syncTimer.unref()
+    }
+  }
+
+  /**
+   * Creates a new empty volume. The `.dat` is written under a temporary name, synced and renamed,
+   * so a crash leaves either no volume or a whole superblock.
+   */
+  static async create(opts: CreateVolumeOptions): Promise<Volume> {
+    const dat = datPath(opts.dir, opts.volumeId)
+    const tmp = `${dat}.new`
+    const sb = encodeSuperblock({ placement: opts.placement, compactRevision: 0, volumeId: opts.volumeId, createdAtMs: opts.now() })
+    try {
+      await assertAbsent(dat)
+      const fh = await open(tmp, 'w')
+      try {
+        await fh.writeFile(sb)
+        await fh.sync()
+      } finally {
+        await fh.close()
+      }
+      await rm(idxPath(opts.dir, opts.volumeId), { force: true })
+      await rename(tmp, dat)
+      await syncDir(opts.dir)
+    } catch (err) {
+      await rm(tmp, { force: true }).catch(() => {})
+      throw diskError(err, `create volume ${opts.volumeId}`)
+    }
+    return Volume.open(opts)
+  }
+
+  /** Opens an existing volume, recovering from whatever a crash left behind. */
+  static async open(opts: VolumeOptions): Promise<Volume> {
+    if (opts.volumeBytesMax > VOLUME_BYTES_MAX) throw new TypeError(`volumeBytesMax may be at most ${VOLUME_BYTES_MAX}`)
+    let dat: FileHandle | undefined
+    let idx: FileHandle | undefined
+    try {
+      dat = await open(datPath(opts.dir, opts.volumeId), 'r+')
+      idx = await open(idxPath(opts.dir, opts.volumeId), fsc.O_RDWR | fsc.O_CREAT, 0o644)
+      const datBytes = (await dat.stat()).size
+      const head = Buffer.alloc(SUPERBLOCK_SIZE)
+      await dat.read(head, 0, SUPERBLOCK_SIZE, 0)
+      const sb = decodeSuperblock(head)
+      if (sb.volumeId !== opts.volumeId) {
+        throw new NeedleError('NS_ERR_CORRUPT_VOLUME', `${datPath(opts.dir, opts.volumeId)} holds volume ${sb.volumeId}`)
+      }
+      const volume = new Volume(opts, dat, idx, sb, datBytes, (await idx.stat()).size)
+      await volume.#recover()
+      volume.#readOnly = volume.#datBytes >= opts.volumeBytesMax
+      return volume
+    } catch (err) {
+      await dat?.close().catch(() => {})
+      await idx?.close().catch(() => {})
+      throw diskError(err, `open volume ${opts.volumeId}`)
+    }
+  }
+
+  get readOnly(): boolean {
+    return this.#readOnly
+  }
+
+  /** Lets an operator stop writes to the volume (or allow them again while it has room). */
+  setReadOnly(readOnly: boolean): void {
+    this.#readOnly = readOnly || this.#datBytes >= this.#opts.volumeBytesMax
+  }
+
+  get datBytes(): number {
+    return this.#datBytes
+  }
+
+  get liveCount(): number {
+    return this.#index.liveCount
+  }
+
+  status(): VolumeStatus {
+    const payload = this.#datBytes - SUPERBLOCK_SIZE
+    const garbageBytes = payload - this.#liveBytes
+    return {
+      id: this.id,
+      placement: this.#superblock.placement,
+      compactRevision: this.#superblock.compactRevision,
+      readOnly: this.#readOnly,
+      datBytes: this.#datBytes,
+      liveCount: this.#index.liveCount,
+      deletedCount: this.#index.deletedCount,
+      liveBytes: this.#liveBytes,
+      garbageBytes,
+      garbageRatio: payload > 0 ? garbageBytes / payload : 0,
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Reads.
+
+  /**
+   * Reads the live needle for key; a wrong cookie, an unknown or a deleted key all answer
+   * NS_ERR_NOT_FOUND. A needle that fails its checksum raises NS_ERR_CORRUPT_NEEDLE.
+   */
+  async read(keyHi: number, keyLo: number, cookie: number): Promise<Needle> {
+    this.#assertOpen()
+    const index = this.#index
+    if (!index.lookup(keyHi, keyLo) || index.foundDeleted) throw notFound()
+    const needle = await this.#readNeedleAt(index.foundOffset, index.foundSize)
+    if (needle.keyHi !== keyHi || needle.keyLo !== keyLo) {
+      throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index points at another needle`)
+    }
+    if (needle.cookie !== cookie || needle.tombstone) throw notFound()
+    return needle
+  }
+
+  async #readNeedleAt(offsetUnits: number, bodySize: number): Promise<Needle> {
+    const length = needleLength(bodySize)
+    const buf = Buffer.allocUnsafe(length)
+    let bytesRead: number
+    try {
+      ;({ bytesRead } = await this.#dat.read(buf, 0, length, toByteOffset(offsetUnits)))
+    } catch (err) {
+      throw diskError(err, `read volume ${this.id}`)
+    }
+    if (bytesRead !== length) throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: short read`)
+    try {
+      return decodeNeedle(buf)
+    } catch (err) {
+      throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id} at ${toByteOffset(offsetUnits)}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  /** Cookie and data size of the needle the index holds for key (live or deleted), or undefined. */
+  async #peek(keyHi: number, keyLo: number): Promise<{ cookie: number; dataSize: number; deleted: boolean } | undefined> {
+    const index = this.#index
+    if (!index.lookup(keyHi, keyLo)) return undefined
+    const deleted = index.foundDeleted
+    const buf = Buffer.allocUnsafe(NEEDLE_HEADER_SIZE + BODY_FIXED_SIZE)
+    try {
+      await this.#dat.read(buf, 0, buf.length, toByteOffset(index.foundOffset))
+    } catch (err) {
+      throw diskError(err, `read volume ${this.id}`)
+    }
+    const header = decodeNeedleHeader(buf)
+    return { cookie: header.cookie, dataSize: buf.readUInt32LE(NEEDLE_HEADER_SIZE + B_DATA_SIZE), deleted }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Writes and deletes.
+
+  /**
+   * Stores a file under key. Writing a key that exists replaces it (the newest needle wins) only
+   * when the cookie matches; otherwise NS_ERR_COOKIE_MISMATCH. Resolves once the needle is
+   * durable under the fsync policy and visible to reads.
+   */
+  async write(input: WriteInput): Promise<{ size: number }> {
+    this.#assertWritable()
+    const existing = await this.#peek(input.keyHi, input.keyLo)
+    if (existing && existing.cookie !== input.cookie) {
+      throw new NeedleError('NS_ERR_COOKIE_MISMATCH', 'the file id exists with another cookie')
+    }
+    const buf = encodeNeedle(input satisfies NeedleInput, this.#opts.now())
+    await this.#append(buf, input.keyHi, input.keyLo, buf.readUInt32LE(H_BODY_SIZE))
+    return { size: input.data.length }
+  }
+
+  /**
+   * Deletes key by appending a tombstone. Idempotent: an unknown key, a wrong cookie (which must
+   * answer like an unknown key) or a key already deleted succeed. Answers the file's size when
+   * the file is known, else 0.
+   */
+  async delete(keyHi: number, keyLo: number, cookie: number): Promise<{ size: number }> {
+    this.#assertOpen()
+    const existing = await this.#peek(keyHi, keyLo)
+    if (!existing || existing.cookie !== cookie) return { size: 0 }
+    if (existing.deleted) return { size: existing.dataSize }
+    this.#assertWritable()
+    const buf = encodeNeedle({ cookie, keyHi, keyLo, data: new Uint8Array(0), tombstone: true }, this.#opts.now())
+    await this.#append(buf, keyHi, keyLo, IDX_TOMBSTONE_SIZE)
+    return { size: existing.dataSize }
+  }
+
+  #append(buf: Buffer, keyHi: number, keyLo: number, size: number): Promise<void> {
+    if (this.#queue.length >= this.#opts.writeQueueMax) {
+      return Promise.reject(new NeedleError('NS_ERR_OVERLOADED', `volume ${this.id}: ${this.#queue.length} writes queued`))
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ buf, keyHi, keyLo, size, resolve, reject })
+      this.#draining ??= this.#drain().finally(() => {
+        this.#draining = undefined
+      })
+    })
+  }
+
+  /** Writes queued appends in batches: one writev, one `.idx` write and one fsync per batch. */
+  async #drain(): Promise<void> {
+    // Let the appends that arrive in the same turn of the event loop join the first batch.
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    while (this.#queue.length > 0) {
+      const batch = this.#takeBatch()
+      if (batch.length > 0) await this.#writeBatch(batch)
+    }
+  }
+
+  #takeBatch(): PendingAppend[] {
+    const batch: PendingAppend[] = []
+    let bytes = 0
+    while (this.#queue.length > 0) {
+      const next = this.#queue[0]!
+      if (batch.length > 0 && bytes + next.buf.length > this.#opts.writeBatchBytesMax) break
+      if (this.#readOnly || this.#state !== 'open' || this.#datBytes + bytes + next.buf.length > this.#opts.volumeBytesMax) {
+        // The volume is full: it turns read-only and this append, and all after it, fail.
+        if (this.#state === 'open' && !this.#readOnly) this.#readOnly = true
+        this.#queue.shift()
+        next.reject(this.#state !== 'open' ? closed(this.id) : readOnly(this.id))
+        continue
+      }
+      this.#queue.shift()
+      batch.push(next)
+      bytes += next.buf.length
+    }
+    return batch
+  }
+
+  async #writeBatch(batch: PendingAppend[]): Promise<void> {
+    const datStart = this.#datBytes
+    const idxStart = this.#idxBytes
+    const idxBuf = Buffer.allocUnsafe(batch.length * IDX_ENTRY_SIZE)
+    let at = datStart
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i]!
+      encodeIdxEntry({ keyHi: p.keyHi, keyLo: p.keyLo, offset: toUnits(at), size: p.size }, idxBuf, i * IDX_ENTRY_SIZE)
+      at += p.buf.length
+    }
+    const datEnd = at
+    try {
+      await writeFully(this.#dat, batch.map((p) => p.buf), datStart)
+      await writeFully(this.#idx, [idxBuf], idxStart)
+      if (this.#opts.fsync === 'group') await this.#dat.datasync()
+      else this.#dirty = true
+    } catch (err) {
+      const error = diskError(err, `write volume ${this.id}`)
+      await this.#rollBack(datStart, idxStart)
+      for (const p of batch) p.reject(error)
+      return
+    }
+    this.#datBytes = datEnd
+    this.#idxBytes = idxStart + idxBuf.length
+    at = datStart
+    for (const p of batch) {
+      this.#applyToIndex(p.keyHi, p.keyLo, toUnits(at), p.size)
+      at += p.buf.length
+    }
+    if (this.#datBytes >= this.#opts.volumeBytesMax) this.#readOnly = true
+    for (const p of batch) p.resolve()
+  }
+
+  /**
+   * Cuts both files back to where they were before a failed batch, so the next append lands
+   * right after the last whole needle. If even that fails, the volume turns read-only: later
+   * appends could otherwise land behind a hole, and reads stay safe.
+   */
+  async #rollBack(datBytes: number, idxBytes: number): Promise<void> {
+    try {
+      await this.#dat.truncate(datBytes)
+      await this.#idx.truncate(idxBytes)
+    } catch {
+      this.#readOnly = true
+    }
+  }
+
+  #applyToIndex(keyHi: number, keyLo: number, offsetUnits: number, size: number): void {
+    const index = this.#index
+    const known = index.lookup(keyHi, keyLo)
+    if (known && !index.foundDeleted) this.#liveBytes -= needleLength(index.foundSize)
+    if (size === IDX_TOMBSTONE_SIZE) {
+      if (known) index.markDeleted(keyHi, keyLo)
+    } else {
+      index.set(keyHi, keyLo, offsetUnits, size)
+      this.#liveBytes += needleLength(size)
+    }
+  }
+
+  async #intervalSync(): Promise<void> {
+    if (!this.#dirty || this.#state === 'closed') return
+    this.#dirty = false
+    try {
+      await this.#dat.datasync()
+    } catch {
+      // An fsync that failed leaves the page cache in an unknown state: stop taking writes.
+      this.#readOnly = true
+    }
+  }
+
+  /** Waits for queued appends, syncs both files and closes them. */
+  async close(): Promise<void> {
+    if (this.#state !== 'open') return
+    this.#state = 'closing'
+    if (this.#syncTimer) clearInterval(this.#syncTimer)
+    await this.#draining
+    try {
+      if (this.#opts.fsync !== 'none') {
+        await this.#dat.datasync()
+        await this.#idx.datasync()
+      }
+    } finally {
+      this.#state = 'closed'
+      await this.#dat.close()
+      await this.#idx.close()
+    }
+  }
+
+  #assertOpen(): void {
+    if (this.#state !== 'open') throw closed(this.id)
+  }
+
+  #assertWritable(): void {
+    this.#assertOpen()
+    if (this.#readOnly) throw readOnly(this.id)
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Recovery.
+
+  /**
+   * Loads `.idx`, checks it against `.dat`, and indexes the needles `.dat` holds past it.
+   * - A partial last `.idx` entry, or entries that point outside `.dat` or out of order (a crash
+   *   before the needle reached the disk, or damage), are dropped from that point on.
+   * - If the needle behind the last kept entry is not whole and valid, `.idx` is not trusted at
+   *   all and the index is rebuilt by scanning `.dat` from the superblock.
+   * - Needles past the last kept entry are scanned, indexed and appended to `.idx`. At a needle
+   *   that is not whole and valid, the rest of the file is searched for a valid needle: if there
+   *   is one, the damaged bytes are skipped and kept (never cut below a valid needle); if there
+   *   is none, `.dat` is cut back there (a torn tail).
+   */
+  async #recover(): Promise<void> {
+    const datBytes = this.#datBytes
+    let kept = 0
+    let scanFrom = SUPERBLOCK_SIZE
+    let lastOffset = -1
+    let lastSize = 0
+    const wholeEntries = Math.floor(this.#idxBytes / IDX_ENTRY_SIZE)
+    const chunk = Buffer.allocUnsafe(Math.min(wholeEntries, IDX_LOAD_ENTRIES) * IDX_ENTRY_SIZE)
+    load: for (let first = 0; first < wholeEntries; first += IDX_LOAD_ENTRIES) {
+      const count = Math.min(IDX_LOAD_ENTRIES, wholeEntries - first)
+      await readFully(this.#idx, chunk, count * IDX_ENTRY_SIZE, first * IDX_ENTRY_SIZE)
+      const words = new Uint32Array(chunk.buffer, chunk.byteOffset, count * 4)
+      for (let i = 0; i < count; i++) {
+        const keyLo = words[i * 4]!
+        const keyHi = words[i * 4 + 1]!
+        const offset = words[i * 4 + 2]!
+        const size = words[i * 4 + 3]!
+        const start = toByteOffset(offset)
+        const end = start + (size === IDX_TOMBSTONE_SIZE ? NEEDLE_MIN_LENGTH : needleLength(size))
+        if (start !== scanFrom || end > datBytes) break load
+        this.#applyToIndex(keyHi, keyLo, offset, size)
+        kept++
+        scanFrom = end
+        lastOffset = offset
+        lastSize = size
+      }
+    }
+    if (kept < wholeEntries || this.#idxBytes % IDX_ENTRY_SIZE !== 0) {
+      this.#opts.onRecovery?.(`volume ${this.id}: .idx kept ${kept} of ${wholeEntries} entries (${this.#idxBytes} bytes)`)
+    }
+    if (kept > 0 && !(await this.#isWholeNeedle(lastOffset, lastSize))) {
+      this.#opts.onRecovery?.(`volume ${this.id}: .idx does not match .dat; rebuilding the index from .dat`)
+      this.#index = new NeedleIndex()
+      this.#liveBytes = 0
+      kept = 0
+      scanFrom = SUPERBLOCK_SIZE
+    }
+    this.#idxBytes = kept * IDX_ENTRY_SIZE
+    await this.#idx.truncate(this.#idxBytes)
+    await this.#scanDat(scanFrom)
+  }
+
+  async #isWholeNeedle(offsetUnits: number, size: number): Promise<boolean> {
+    try {
+      const needle = await this.#readNeedleAt(offsetUnits, size === IDX_TOMBSTONE_SIZE ? BODY_FIXED_SIZE : size)
+      return needle.tombstone === (size === IDX_TOMBSTONE_SIZE)
+    } catch {
+      return false
+    }
+  }
+
+  /** Indexes every valid needle from byte `from` to the end of `.dat`, as described above. */
+  async #scanDat(from: number): Promise<void> {
+    const reader = new ChunkReader(this.#dat, this.#datBytes)
+    const pendingIdx: Buffer[] = []
+    let pos = from
+    let indexed = 0
+    while (pos < this.#datBytes) {
+      const needle = await tryNeedleAt(reader, pos)
+      if (needle) {
+        const size = needle.tombstone ? IDX_TOMBSTONE_SIZE : needle.bodySize
+        pendingIdx.push(encodeIdxEntry({ keyHi: needle.keyHi, keyLo: needle.keyLo, offset: toUnits(pos), size }))
+        this.#applyToIndex(needle.keyHi, needle.keyLo, toUnits(pos), size)
+        indexed++
+        pos += needle.length
+        if (pendingIdx.length >= 4096) await this.#flushIdx(pendingIdx)
+        continue
+      }
+      const next = await findNextNeedle(reader, pos)
+      if (next === undefined) {
+        this.#opts.onRecovery?.(`volume ${this.id}: cut a torn tail of ${this.#datBytes - pos} bytes at ${pos}`)
+        await this.#dat.truncate(pos)
+        await this.#dat.datasync()
+        this.#datBytes = pos
+        break
+      }
+      this.#opts.onRecovery?.(`volume ${this.id}: skipped ${next - pos} damaged bytes at ${pos}`)
+      pos = next
+    }
+    await this.#flushIdx(pendingIdx)
+    if (indexed > 0) this.#opts.onRecovery?.(`volume ${this.id}: indexed ${indexed} needles from .dat`)
+  }
+
+  async #flushIdx(entries: Buffer[]): Promise<void> {
+    if (entries.length === 0) return
+    const buf = Buffer.concat(entries)
+    entries.length = 0
+    await writeFully(this.#idx, [buf], this.#idxBytes)
+    this.#idxBytes += buf.length
+  }
+}
+
+/** Reads a file front to back through one large buffer, for scans. */
+class ChunkReader {
+  readonly #fh: FileHandle
+  readonly #fileBytes: number
+  #buf = Buffer.allocUnsafe(SCAN_CHUNK_BYTES)
+  #start = 0
+  #length = 0
+
+  constructor(fh: FileHandle, fileBytes: number) {
+    this.#fh = fh
+    this.#fileBytes = fileBytes
+  }
+
+  /** A view of `length` bytes at `pos`, valid until the next call; undefined past the end. */
+  async bytes(pos: number, length: number): Promise<Buffer | undefined> {
+    if (pos + length > this.#fileBytes) return undefined
+    if (pos < this.#start || pos + length > this.#start + this.#length) {
+      if (length > this.#buf.length) this.#buf = Buffer.allocUnsafe(length)
+      this.#start = pos
+      this.#length = Math.min(this.#buf.length, this.#fileBytes - pos)
+      await readFully(this.#fh, this.#buf, this.#length, pos)
+    }
+    return this.#buf.subarray(pos - this.#start, pos - this.#start + length)
+  }
+}
+
+/** The whole, valid needle at byte `pos`, or undefined. Its buffers are views into the reader. */
+async function tryNeedleAt(reader: ChunkReader, pos: number): Promise<Needle | undefined> {
+  const head = await reader.bytes(pos, NEEDLE_HEADER_SIZE)
+  if (!head) return undefined
+  const bodySize = head.readUInt32LE(H_BODY_SIZE)
+  if (bodySize < BODY_FIXED_SIZE || bodySize > BODY_SIZE_MAX) return undefined
+  const buf = await reader.bytes(pos, needleLength(bodySize))
+  if (!buf) return undefined
+  try {
+    return decodeNeedle(buf)
+  } catch {
+    return undefined
+  }
+}
+
+/** The byte offset of the next valid needle after `pos`, trying every aligned position. */
+async function findNextNeedle(reader: ChunkReader, pos: number): Promise<number | undefined> {
+  for (let at = pos + NEEDLE_ALIGNMENT; ; at += NEEDLE_ALIGNMENT) {
+    const head = await reader.bytes(at, NEEDLE_HEADER_SIZE)
+    if (!head) return undefined
+    if (await tryNeedleAt(reader, at)) return at
+  }
+}
+
+function notFound(): NeedleError {
+  return new NeedleError('NS_ERR_NOT_FOUND', 'file not found')
+}
+
+function closed(id: number): NeedleError {
+  return new NeedleError('NS_ERR_VOLUME_CLOSED', `volume ${id} is closed`)
+}
+
+function readOnly(id: number): NeedleError {
+  return new NeedleError('NS_ERR_VOLUME_READ_ONLY', `volume ${id} is read-only`)
+}
+
+async function assertAbsent(path: string): Promise<void> {
+  try {
+    const fh = await open(path, 'r')
+    await fh.close()
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw err
+  }
+  throw new NeedleError('NS_ERR_VOLUME_EXISTS', `${path} exists`)
+}
+
+/** Makes a rename or a file creation in dir durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+async function writeFully(fh: FileHandle, bufs: Buffer[], position: number): Promise<void> {
+  let remaining = bufs
+  let pos = position
+  while (remaining.length > 0) {
+    const total = remaining.reduce((n, b) => n + b.length, 0)
+    const { bytesWritten } = await fh.writev(remaining, pos)
+    if (bytesWritten === total) return
+    if (bytesWritten === 0) throw Object.assign(new Error('no bytes written'), { code: 'ENOSPC' })
+    pos += bytesWritten
+    let skip = bytesWritten
+    const rest: Buffer[] = []
+    for (const b of remaining) {
+      if (skip >= b.length) skip -= b.length
+      else {
+        rest.push(skip > 0 ? b.subarray(skip) : b)
+        skip = 0
+      }
+    }
+    remaining = rest
+  }
+}
+
+async function readFully(fh: FileHandle, buf: Buffer, length: number, position: number): Promise<void> {
+  let done = 0
+  while (done < length) {
+    const { bytesRead } = await fh.read(buf, done, length - done, position + done)
+    if (bytesRead === 0) throw new NeedleError('NS_ERR_IO', `unexpected end of file at ${position + done}`)
+    done += bytesRead
+  }
+}

@@ -1,0 +1,3 @@
+/** The package's public surface. */
+export * from './common/index.js'
+export * from './dataserver/index.js'
