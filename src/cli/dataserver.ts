@@ -18,6 +18,8 @@ export interface DataServerArgs {
   fsyncIntervalMs: number
   headersTimeoutMs: number
   requestTimeoutMs: number
+  writeBatchMax: number
+  syncReadBytesMax: string
 }
 
 /** The flags every command that runs a data server shares. */
@@ -35,6 +37,8 @@ export function dataServerFlags<T>(y: Argv<T>) {
     .option('fsync-interval-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.fsyncIntervalMs })
     .option('headers-timeout-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.headersTimeoutMs })
     .option('request-timeout-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.requestTimeoutMs })
+    .option('sync-read-bytes-max', { type: 'string', default: '256KiB', describe: 'needles up to this size are read synchronously from the page cache (0: never)' })
+    .option('write-batch-max', { type: 'number', default: DATA_SERVER_DEFAULTS.writeBatchMax, describe: 'writes covered by one fsync at most (1: an fsync per write)' })
 }
 
 export function dataServerInput(args: Omit<DataServerArgs, 'dir' | 'port'>, dir: string, port: number): DataServerInput {
@@ -53,6 +57,8 @@ export function dataServerInput(args: Omit<DataServerArgs, 'dir' | 'port'>, dir:
     fsyncIntervalMs: args.fsyncIntervalMs,
     headersTimeoutMs: args.headersTimeoutMs,
     requestTimeoutMs: args.requestTimeoutMs,
+    writeBatchMax: args.writeBatchMax,
+    syncReadBytesMax: parseBytes('sync-read-bytes-max', args.syncReadBytesMax),
   }
 }
 

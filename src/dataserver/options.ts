@@ -38,6 +38,11 @@ export interface DataServerOptions {
   readonly writeQueueMax: number
   /** Bytes written to a volume in one batch (one fsync) at most. */
   readonly writeBatchBytesMax: number
+  /** Writes in one batch (one fsync) at most; 1 gives an fsync per write. */
+  readonly writeBatchMax: number
+  /** Needles up to this size are read synchronously, from the page cache in microseconds;
+   *  larger ones through libuv's thread pool. 0 sends every read to the pool (slow disks). */
+  readonly syncReadBytesMax: number
   /** Milliseconds since the epoch; injected so tests can control time. */
   readonly now: () => number
   /** Where operational messages go (recovery, broken volumes). */
@@ -65,6 +70,8 @@ export const DATA_SERVER_DEFAULTS = Object.freeze({
   fsyncIntervalMs: 100,
   writeQueueMax: 4096,
   writeBatchBytesMax: 16 * MiB,
+  writeBatchMax: 1024,
+  syncReadBytesMax: 256 * 1024,
 })
 
 export function resolveDataServerOptions(input: DataServerInput): DataServerOptions {
@@ -88,6 +95,8 @@ export function resolveDataServerOptions(input: DataServerInput): DataServerOpti
     fsyncIntervalMs: integer('fsyncIntervalMs', o.fsyncIntervalMs, 1, 60_000),
     writeQueueMax: integer('writeQueueMax', o.writeQueueMax, 1, 1_000_000),
     writeBatchBytesMax: integer('writeBatchBytesMax', o.writeBatchBytesMax, 64 * 1024, 1024 * MiB),
+    writeBatchMax: integer('writeBatchMax', o.writeBatchMax, 1, 65536),
+    syncReadBytesMax: integer('syncReadBytesMax', o.syncReadBytesMax, 0, 64 * MiB),
     now: o.now ?? Date.now,
     log: o.log ?? ((message: string) => process.stderr.write(`${message}\n`)),
   }

@@ -46,6 +46,8 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
       fsyncIntervalMs: options.fsyncIntervalMs,
       writeQueueMax: options.writeQueueMax,
       writeBatchBytesMax: options.writeBatchBytesMax,
+      writeBatchMax: options.writeBatchMax,
+      syncReadBytesMax: options.syncReadBytesMax,
       now: options.now,
     },
   })

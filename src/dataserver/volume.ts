@@ -14,8 +14,9 @@
  *   only touch offsets below #datBytes, which no append rewrites.
  * - Recovery never cuts `.dat` below a whole needle whose checksum is valid.
  */
-import { constants as fsc } from 'node:fs'
+import { constants as fsc, read as readCallback, readSync } from 'node:fs'
 import { open, rename, rm, type FileHandle } from 'node:fs/promises'
+import { endianness } from 'node:os'
 import { join } from 'node:path'
 import { NeedleError, diskError } from '../common/errors.js'
 import {
@@ -59,8 +60,12 @@ export interface VolumeOptions {
   readonly fsyncIntervalMs: number
   /** Appends waiting in the queue at most; past it a write fails with NS_ERR_OVERLOADED. */
   readonly writeQueueMax: number
-  /** Bytes of needles written in one batch at most. */
+  /** Bytes of needles written in one batch (one fsync) at most. */
   readonly writeBatchBytesMax: number
+  /** Appends in one batch (one fsync) at most; 1 means an fsync for every write. */
+  readonly writeBatchMax: number
+  /** Needles up to this many bytes are read synchronously (0: every read goes to the pool). */
+  readonly syncReadBytesMax: number
   /** Milliseconds since the epoch; injected so that tests control time. */
   readonly now: () => number
   /** Called once for each problem recovery found and mended (a torn tail, a damaged `.idx`). */
@@ -115,6 +120,9 @@ export function datPath(dir: string, volumeId: number): string {
 export function idxPath(dir: string, volumeId: number): string {
   return join(dir, `${volumeId}.idx`)
 }
+
+// `.idx` is read through a Uint32Array view, which has the machine's byte order.
+if (endianness() !== 'LE') throw new Error('needlestore reads its index files as little-endian words')
 
 const SCAN_CHUNK_BYTES = 4 * 1024 * 1024
 const IDX_LOAD_ENTRIES = 1 << 20
@@ -261,7 +269,11 @@ export class Volume {
     const buf = Buffer.allocUnsafe(length)
     let bytesRead: number
     try {
-      ;({ bytesRead } = await this.#dat.read(buf, 0, length, toByteOffset(offsetUnits)))
+      // A small read is usually served from the page cache in microseconds, less than the
+      // round trip to libuv's thread pool costs; large ones go to the pool.
+      bytesRead = length <= this.#opts.syncReadBytesMax
+        ? readSync(this.#dat.fd, buf, 0, length, toByteOffset(offsetUnits))
+        : await preadAsync(this.#dat.fd, buf, length, toByteOffset(offsetUnits))
     } catch (err) {
       throw diskError(err, `read volume ${this.id}`)
     }
@@ -350,12 +362,12 @@ export class Volume {
     let bytes = 0
     while (this.#queue.length > 0) {
       const next = this.#queue[0]!
-      if (batch.length > 0 && bytes + next.buf.length > this.#opts.writeBatchBytesMax) break
-      if (this.#readOnly || this.#state !== 'open' || this.#datBytes + bytes + next.buf.length > this.#opts.volumeBytesMax) {
-        // The volume is full: it turns read-only and this append, and all after it, fail.
-        if (this.#state === 'open' && !this.#readOnly) this.#readOnly = true
+      if (batch.length > 0 && (bytes + next.buf.length > this.#opts.writeBatchBytesMax || batch.length >= this.#opts.writeBatchMax)) break
+      if (this.#readOnly || this.#datBytes + bytes + next.buf.length > this.#opts.volumeBytesMax) {
+        // The volume is full (or was made read-only): this append, and all after it, fail.
+        this.#readOnly = true
         this.#queue.shift()
-        next.reject(this.#state !== 'open' ? closed(this.id) : readOnly(this.id))
+        next.reject(readOnly(this.id))
         continue
       }
       this.#queue.shift()
@@ -483,7 +495,9 @@ export class Volume {
     let lastOffset = -1
     let lastSize = 0
     const wholeEntries = Math.floor(this.#idxBytes / IDX_ENTRY_SIZE)
-    const chunk = Buffer.allocUnsafe(Math.min(wholeEntries, IDX_LOAD_ENTRIES) * IDX_ENTRY_SIZE)
+    // Buffer.alloc never hands out a slice of the shared pool, so the Uint32Array view below
+    // starts on a 4-byte boundary.
+    const chunk = Buffer.alloc(Math.min(wholeEntries, IDX_LOAD_ENTRIES) * IDX_ENTRY_SIZE)
     load: for (let first = 0; first < wholeEntries; first += IDX_LOAD_ENTRIES) {
       const count = Math.min(IDX_LOAD_ENTRIES, wholeEntries - first)
       await readFully(this.#idx, chunk, count * IDX_ENTRY_SIZE, first * IDX_ENTRY_SIZE)
@@ -671,6 +685,12 @@ async function writeFully(fh: FileHandle, bufs: Buffer[], position: number): Pro
     }
     remaining = rest
   }
+}
+
+function preadAsync(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    readCallback(fd, buf, 0, length, position, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)))
+  })
 }
 
 async function readFully(fh: FileHandle, buf: Buffer, length: number, position: number): Promise<void> {
