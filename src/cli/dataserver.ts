@@ -20,6 +20,10 @@ export interface DataServerArgs {
   requestTimeoutMs: number
   writeBatchMax: number
   syncReadBytesMax: string
+  headerBytesMax: string
+  keepAliveTimeoutMs: number
+  writeQueueMax: number
+  writeBatchBytesMax: string
 }
 
 /** The flags every command that runs a data server shares. */
@@ -37,6 +41,10 @@ export function dataServerFlags<T>(y: Argv<T>) {
     .option('fsync-interval-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.fsyncIntervalMs })
     .option('headers-timeout-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.headersTimeoutMs })
     .option('request-timeout-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.requestTimeoutMs })
+    .option('header-bytes-max', { type: 'string', default: '16KiB', describe: 'largest request header block (431 past it)' })
+    .option('keep-alive-timeout-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.keepAliveTimeoutMs })
+    .option('write-queue-max', { type: 'number', default: DATA_SERVER_DEFAULTS.writeQueueMax, describe: 'writes queued per volume at most (503 past it)' })
+    .option('write-batch-bytes-max', { type: 'string', default: '16MiB', describe: 'bytes covered by one fsync at most' })
     .option('sync-read-bytes-max', { type: 'string', default: '256KiB', describe: 'needles up to this size are read synchronously from the page cache (0: never)' })
     .option('write-batch-max', { type: 'number', default: DATA_SERVER_DEFAULTS.writeBatchMax, describe: 'writes covered by one fsync at most (1: an fsync per write)' })
 }
@@ -59,6 +67,10 @@ export function dataServerInput(args: Omit<DataServerArgs, 'dir' | 'port'>, dir:
     requestTimeoutMs: args.requestTimeoutMs,
     writeBatchMax: args.writeBatchMax,
     syncReadBytesMax: parseBytes('sync-read-bytes-max', args.syncReadBytesMax),
+    headerBytesMax: parseBytes('header-bytes-max', args.headerBytesMax),
+    keepAliveTimeoutMs: args.keepAliveTimeoutMs,
+    writeQueueMax: args.writeQueueMax,
+    writeBatchBytesMax: parseBytes('write-batch-bytes-max', args.writeBatchBytesMax),
   }
 }
 

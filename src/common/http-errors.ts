@@ -28,8 +28,5 @@ export function toErrorResponse(err: unknown): ErrorResponse {
   if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
     return { statusCode: e.statusCode, body: { error: message, code: 'NS_ERR_BAD_REQUEST' } }
   }
-  if (message.includes('terminated early') || message.includes('Unexpected end of form') || message.includes('Malformed part header')) {
-    return { statusCode: 400, body: { error: `malformed multipart body: ${message}`, code: 'NS_ERR_BAD_REQUEST' } }
-  }
   return { statusCode: 500, body: { error: message, code: 'NS_ERR_INTERNAL' } }
 }

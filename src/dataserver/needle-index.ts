@@ -35,9 +35,11 @@
  * a small volume stays small, and later chunks are allocated whole and never copied, so slack
  * stays under one chunk at any size.
  *
- * Lookups binary-search the segment bases, then interpolate within the segment (keys come from
- * a counter, so they are close to evenly spread) and gallop from the guess: a few cache misses
- * instead of the dozen a plain binary search over a 8 KiB segment would take.
+ * A lookup finds the segment, then the key within it, by interpolation: keys come from a
+ * counter, so they are close to evenly spread. It guesses a position, gallops (steps 1, 2, 4 …)
+ * to bracket the key and ends with a binary search, which costs a few cache misses where a plain
+ * binary search over an 8 KiB segment takes a dozen, and is never much worse on skewed keys.
+ *
  * Vacant frozen slots and overflow entries are never compacted away; a volume compaction
  * rebuilds the index from scratch.
  */
@@ -168,6 +170,7 @@ function searchDeltas(
 export interface NeedleIndexStats {
   readonly segments: number
   readonly wideSegments: number
+  /** Slots in frozen segments, vacant ones (removed keys) included. */
   readonly frozenSlots: number
   readonly stagingEntries: number
   readonly overflowEntries: number
@@ -227,6 +230,23 @@ export class NeedleIndex {
     if ((bodySize | 0) !== bodySize || bodySize < 1) badArgument('bodySize', bodySize, 'an integer 1 … 0x7fffffff')
 
     if (!this.#hasFrozen || keyHi > this.#lastHi || (keyHi === this.#lastHi && keyLo > this.#lastLo)) {
+      // Start-up and steady writes append above every staged key; that case is kept here,
+      // short enough to be inlined into the caller's loop.
+      const n = this.#stageCount
+      const stage = this.#stage
+      const at = n * W
+      if (n > 0 && at < stage.length && n + 1 < STAGING_ENTRIES_MAX) {
+        const h = stage[at - W]
+        if (keyHi > h || (keyHi === h && keyLo > stage[at - W + 1])) {
+          stage[at] = keyHi
+          stage[at + 1] = keyLo
+          stage[at + 2] = offset
+          stage[at + 3] = bodySize
+          this.#stageCount = n + 1
+          this.#liveCount++
+          return
+        }
+      }
       this.#setStaged(keyHi, keyLo, offset, bodySize)
       return
     }
@@ -336,7 +356,8 @@ export class NeedleIndex {
    * Uint32Array the size of the overflow table, to sort it.
    */
   forEach(fn: (keyHi: number, keyLo: number, offset: number, bodySize: number, deleted: boolean) => void): void {
-    // The overflow keys interleave with the frozen ones, so they are sorted and merged in.
+    // The overflow keys interleave with the frozen ones, so they are sorted and merged in. All
+    // of them are below the last frozen key, so none is left once the segments are done.
     const table = this.#table
     const order = new Uint32Array(this.#overflowCount)
     let n = 0
@@ -386,7 +407,6 @@ export class NeedleIndex {
         if (word !== 0) fn(hi, lo, entries[i * 2], word & SIZE_MASK, (word & DELETED_BIT) !== 0)
       }
     }
-    emitOverflowBelow(0xffff_ffff, 0xffff_ffff)
 
     const stage = this.#stage
     for (let i = 0; i < this.#stageCount; i++) {
@@ -582,18 +602,21 @@ export class NeedleIndex {
     const limit = Math.min(SEGMENT_ENTRIES, CHUNK_ENTRIES - start, n)
 
     // Deltas grow along the sorted keys, so the segment ends at the first key too far from the
-    // base: for 16-bit deltas past 0xffff, for 32-bit deltas past 0xffffffff.
+    // base: for 16-bit deltas past 0xffff, for 32-bit deltas past 0xffffffff. Usually the last
+    // candidate is close enough, and then so are all the others.
     const baseHi = stage[0]
     const baseLo = stage[1]
     let narrowCount = limit
     let wideCount = limit
-    for (let i = 1; i < limit; i++) {
+    const lastLo = stage[(limit - 1) * W + 1]
+    const lastNear = stage[(limit - 1) * W] - baseHi - (lastLo < baseLo ? 1 : 0) === 0 && ((lastLo - baseLo) | 0) >>> 0 <= 0xffff
+    for (let i = lastNear ? limit : 1; i < limit; i++) {
       const lo = stage[i * W + 1]
       if (stage[i * W] - baseHi - (lo < baseLo ? 1 : 0) !== 0) {
         wideCount = i
         break
       }
-      if (narrowCount === limit && (lo - baseLo) >>> 0 > 0xffff) narrowCount = i
+      if (narrowCount === limit && ((lo - baseLo) | 0) >>> 0 > 0xffff) narrowCount = i
     }
     if (narrowCount > wideCount) narrowCount = wideCount
     const wide = narrowCount < wideCount && narrowCount < NARROW_ENTRIES_MIN
@@ -604,7 +627,7 @@ export class NeedleIndex {
     const deltas = this.#deltaChunks[c]
     for (let i = 0; i < count; i++) {
       const at = i * W
-      deltas[start + i] = stage[at + 1] - baseLo
+      deltas[start + i] = (stage[at + 1] - baseLo) | 0
       entries[(start + i) * 2] = stage[at + 2]
       entries[(start + i) * 2 + 1] = stage[at + 3]
     }

@@ -7,7 +7,7 @@ import { createServer } from 'node:http'
 import multipart from '@fastify/multipart'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { checkSecret } from '../common/auth.js'
-import { NeedleError } from '../common/errors.js'
+import { NeedleError, isNeedleError } from '../common/errors.js'
 import { parseFidPath, parseVolumeId, type FidPath } from '../common/fid.js'
 import { toErrorResponse } from '../common/http-errors.js'
 import { OCTET_STREAM, essence, isActiveContent, mimeFromName } from '../common/mime.js'
@@ -54,12 +54,18 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
   const metrics = createMetrics(store)
   const app = Fastify({
     bodyLimit: options.fileBytesMax,
-    keepAliveTimeout: options.keepAliveTimeoutMs,
-    requestTimeout: options.requestTimeoutMs,
     return503OnClosing: true,
+    // With a serverFactory fastify leaves the server's own options alone, so every limit is set
+    // here. Node checks the two timeouts only on a sweep every connectionsCheckingInterval.
     serverFactory: (handler) =>
       createServer(
-        { maxHeaderSize: options.headerBytesMax, headersTimeout: options.headersTimeoutMs, requestTimeout: options.requestTimeoutMs },
+        {
+          maxHeaderSize: options.headerBytesMax,
+          headersTimeout: options.headersTimeoutMs,
+          requestTimeout: options.requestTimeoutMs,
+          keepAliveTimeout: options.keepAliveTimeoutMs,
+          connectionsCheckingInterval: Math.max(100, Math.floor(Math.min(options.headersTimeoutMs, options.requestTimeoutMs) / 2)),
+        },
         handler,
       ),
   })
@@ -208,9 +214,7 @@ async function readUpload(req: FastifyRequest, path: FidPath, fileBytesMax: numb
   const query = req.query as Record<string, string | undefined>
   if (req.isMultipart()) {
     // The first part is the file, whether or not its Content-Disposition names a file.
-    const part = await req.file({ isPartAFile: () => true, limits: { fileSize: fileBytesMax } })
-    if (!part) throw new NeedleError('NS_ERR_BAD_REQUEST', 'the multipart body has no part')
-    const data = await part.toBuffer()
+    const { part, data } = await readFirstPart(req, fileBytesMax)
     const name = part.filename || path.name || undefined
     let mime = essence(part.mimetype)
     // A part without a Content-Type reads as text/plain; a known file extension says more.
@@ -221,6 +225,21 @@ async function readUpload(req: FastifyRequest, path: FidPath, fileBytesMax: numb
   const data = Buffer.isBuffer(body) ? body : Buffer.alloc(0)
   const mime = essence(req.headers['content-type'])
   return { data, name: query.filename || path.name, mime: mime === OCTET_STREAM ? undefined : mime }
+}
+
+/**
+ * The first part of a multipart body. Every failure of the parser is the body's fault (or the
+ * client's, which went away), so all but the size limit answer NS_ERR_BAD_REQUEST.
+ */
+async function readFirstPart(req: FastifyRequest, fileBytesMax: number) {
+  try {
+    const part = await req.file({ isPartAFile: () => true, limits: { fileSize: fileBytesMax } })
+    if (!part) throw new NeedleError('NS_ERR_BAD_REQUEST', 'the multipart body has no part')
+    return { part, data: await part.toBuffer() }
+  } catch (err) {
+    if (isNeedleError(err) || (err as { code?: string }).code === 'FST_REQ_FILE_TOO_LARGE') throw err
+    throw new NeedleError('NS_ERR_BAD_REQUEST', `malformed multipart body: ${(err as Error).message}`, { cause: err })
+  }
 }
 
 async function writeFile(server: DataServer, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
