@@ -14,8 +14,9 @@
  *   8      4    compaction revision (u32)
  *   12     4    volume id (u32)
  *   16     8    created at, milliseconds since the epoch (u48 in 8 bytes)
- *   24     32   reserved, zero
- *   56     8    xxh64 of bytes 0 … 55
+ *   24     8    checksum seed (u64): seeds every needle checksum of this volume
+ *   32     24   reserved, zero
+ *   56     8    xxh64 of bytes 0 … 55 (unseeded)
  *
  * Needle (NEEDLE_HEADER_SIZE + bodySize + NEEDLE_FOOTER_SIZE, padded to a multiple of 8):
  *
@@ -32,16 +33,22 @@
  *           32     16   MD5 of the data (zero unless FLAG_HAS_MD5)
  *           48     n    file name, then mime type, then data
  *   footer  16+bodySize 8   appended at, milliseconds since the epoch (u48 in 8 bytes)
- *           24+bodySize 8   xxh64 of every byte of the needle before it (header, body, time)
+ *           24+bodySize 8   xxh64, seeded with the volume's checksum seed, of every byte of
+ *                            the needle before it (header, body, time)
  *   padding to the next multiple of NEEDLE_ALIGNMENT, zero
  *
  * A tombstone is a needle with FLAG_TOMBSTONE and no data; it marks its key deleted.
+ *
+ * The checksum seed is random per volume and never leaves the server, so bytes a user uploads
+ * can never pass for a needle of the volume, even if they hold a well-formed needle: a scan
+ * that resynchronizes after damage cannot be fooled into indexing forged content.
  *
  * Index entry (IDX_ENTRY_SIZE = 16 bytes):
  *
  *   0  4  key, low half      4  4  key, high half
  *   8  4  offset of the needle in `.dat`, in units of NEEDLE_ALIGNMENT bytes
- *   12 4  bodySize of the needle, or IDX_TOMBSTONE_SIZE for a tombstone
+ *   12 4  bodySize of the needle, IDX_TOMBSTONE_SIZE for a tombstone, or IDX_DAMAGED_SIZE for
+ *         a damaged region that recovery skipped (it ends where the next entry starts)
  *
  * Offsets count 8-byte units in 32 bits, so a volume holds at most VOLUME_BYTES_MAX (32 GiB).
  * Encoders and decoders here are pure: no I/O, no clock (times are passed in).
@@ -66,8 +73,9 @@ export const SB_RESERVED_A = SB_PLACEMENT + 1
 export const SB_COMPACT_REVISION = SB_RESERVED_A + 2
 export const SB_VOLUME_ID = SB_COMPACT_REVISION + 4
 export const SB_CREATED_AT = SB_VOLUME_ID + 4
-export const SB_RESERVED_B = SB_CREATED_AT + 8
-export const SB_CHECKSUM = SB_RESERVED_B + 32
+export const SB_CHECKSUM_SEED = SB_CREATED_AT + 8
+export const SB_RESERVED_B = SB_CHECKSUM_SEED + 8
+export const SB_CHECKSUM = SB_RESERVED_B + 24
 export const SUPERBLOCK_SIZE = SB_CHECKSUM + 8
 
 export const H_COOKIE = 0
@@ -113,6 +121,7 @@ export const IDX_OFFSET = IDX_KEY_HI + 4
 export const IDX_SIZE = IDX_OFFSET + 4
 export const IDX_ENTRY_SIZE = IDX_SIZE + 4
 export const IDX_TOMBSTONE_SIZE = 0
+export const IDX_DAMAGED_SIZE = 0xffff_ffff
 
 if (SUPERBLOCK_SIZE !== 64 || SUPERBLOCK_SIZE % NEEDLE_ALIGNMENT !== 0) throw new Error('superblock layout')
 if (NEEDLE_HEADER_SIZE !== 16 || BODY_FIXED_SIZE !== 32 || NEEDLE_FOOTER_SIZE !== 16) throw new Error('needle layout')
@@ -131,9 +140,9 @@ export function needleLength(bodySize: number): number {
   return align(NEEDLE_HEADER_SIZE + bodySize + NEEDLE_FOOTER_SIZE)
 }
 
-/** The xxh64 of a byte range, as a BigInt. */
-export function checksum(bytes: Uint8Array): bigint {
-  return hasher.h64Raw(bytes)
+/** The xxh64 of a byte range with a seed, as a BigInt. */
+export function checksum(bytes: Uint8Array, seed = 0n): bigint {
+  return hasher.h64Raw(bytes, seed)
 }
 
 function writeU48(buf: Buffer, offset: number, value: number): void {
@@ -159,6 +168,8 @@ export interface Superblock {
   readonly compactRevision: number
   readonly volumeId: number
   readonly createdAtMs: number
+  /** Seeds the checksum of every needle in the volume (u64). */
+  readonly checksumSeed: bigint
 }
 
 export function encodeSuperblock(sb: Omit<Superblock, 'version'>): Buffer {
@@ -169,6 +180,7 @@ export function encodeSuperblock(sb: Omit<Superblock, 'version'>): Buffer {
   buf.writeUInt32LE(sb.compactRevision, SB_COMPACT_REVISION)
   buf.writeUInt32LE(sb.volumeId, SB_VOLUME_ID)
   writeU48(buf, SB_CREATED_AT, sb.createdAtMs)
+  buf.writeBigUInt64LE(sb.checksumSeed, SB_CHECKSUM_SEED)
   buf.writeBigUInt64LE(checksum(buf.subarray(0, SB_CHECKSUM)), SB_CHECKSUM)
   return buf
 }
@@ -186,6 +198,7 @@ export function decodeSuperblock(buf: Buffer): Superblock {
     compactRevision: buf.readUInt32LE(SB_COMPACT_REVISION),
     volumeId: buf.readUInt32LE(SB_VOLUME_ID),
     createdAtMs: readU48(buf, SB_CREATED_AT),
+    checksumSeed: buf.readBigUInt64LE(SB_CHECKSUM_SEED),
   }
 }
 
@@ -239,10 +252,14 @@ export function bodySizeOf(dataSize: number, nameBytes: number, mimeBytes: numbe
   return BODY_FIXED_SIZE + nameBytes + mimeBytes + dataSize
 }
 
-/** Encodes a needle into a fresh buffer of exactly needleLength(bodySize) bytes. */
-export function encodeNeedle(input: NeedleInput, appendAtMs: number): Buffer {
+/**
+ * Encodes a needle into a fresh buffer of exactly needleLength(bodySize) bytes, its checksum
+ * seeded with the volume's checksum seed.
+ */
+export function encodeNeedle(input: NeedleInput, appendAtMs: number, seed = 0n): Buffer {
   // A tombstone carries nothing but its key, so that every tombstone has NEEDLE_MIN_LENGTH.
   const name = input.name && !input.tombstone ? Buffer.from(input.name, 'utf8') : undefined
+  if (input.mime && !/^[\x20-\x7e]*$/.test(input.mime)) throw new TypeError('mime type must be printable ASCII')
   const mime = input.mime && !input.tombstone ? Buffer.from(input.mime, 'latin1') : undefined
   const data = input.tombstone ? new Uint8Array(0) : input.data
   const bodySize = bodySizeOf(data.length, name?.length ?? 0, mime?.length ?? 0)
@@ -276,7 +293,7 @@ export function encodeNeedle(input: NeedleInput, appendAtMs: number): Buffer {
   buf.set(data, at)
   at += data.length
   writeU48(buf, at + F_APPEND_AT, appendAtMs)
-  buf.writeBigUInt64LE(checksum(buf.subarray(0, at + F_CHECKSUM)), at + F_CHECKSUM)
+  buf.writeBigUInt64LE(checksum(buf.subarray(0, at + F_CHECKSUM), seed), at + F_CHECKSUM)
   buf.fill(0, at + NEEDLE_FOOTER_SIZE)
   return buf
 }
@@ -299,14 +316,14 @@ export function decodeNeedleHeader(buf: Buffer, offset = 0): NeedleHeader {
  * NS_ERR_CORRUPT_NEEDLE when any byte is wrong: a bad checksum, a truncated needle, fields that
  * contradict each other, or nonzero padding.
  */
-export function decodeNeedle(buf: Buffer, offset = 0): Needle {
+export function decodeNeedle(buf: Buffer, offset = 0, seed = 0n): Needle {
   const header = decodeNeedleHeader(buf, offset)
   const length = needleLength(header.bodySize)
   if (buf.length - offset < length) throw corrupt(`truncated: ${buf.length - offset} of ${length} bytes`)
   const body = offset + NEEDLE_HEADER_SIZE
   const footer = body + header.bodySize
   const stored = buf.readBigUInt64LE(footer + F_CHECKSUM)
-  const actual = checksum(buf.subarray(offset, footer + F_CHECKSUM))
+  const actual = checksum(buf.subarray(offset, footer + F_CHECKSUM), seed)
   if (stored !== actual) throw corrupt('checksum mismatch')
   for (let i = footer + NEEDLE_FOOTER_SIZE; i < offset + length; i++) {
     if (buf[i] !== 0) throw corrupt('nonzero padding')

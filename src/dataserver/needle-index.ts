@@ -89,6 +89,12 @@ function badArgument(name: string, value: unknown, what: string): never {
   throw new TypeError(`${name} must be ${what}, got ${String(value)}`)
 }
 
+function badSetArguments(keyHi: number, keyLo: number, offset: number, bodySize: number): never {
+  checkKey(keyHi, keyLo)
+  if (!isU32(offset)) badArgument('offset', offset, 'an unsigned 32-bit integer')
+  badArgument('bodySize', bodySize, 'an integer 1 … 0x7fffffff')
+}
+
 function checkKey(keyHi: number, keyLo: number): void {
   if (!isU32(keyHi)) badArgument('keyHi', keyHi, 'an unsigned 32-bit integer')
   if (!isU32(keyLo)) badArgument('keyLo', keyLo, 'an unsigned 32-bit integer')
@@ -225,45 +231,39 @@ export class NeedleIndex {
 
   /** Insert or replace key → (offset, bodySize); clears a deleted mark. Throws TypeError on out-of-range args. */
   set(keyHi: number, keyLo: number, offset: number, bodySize: number): void {
-    checkKey(keyHi, keyLo)
-    if (!isU32(offset)) badArgument('offset', offset, 'an unsigned 32-bit integer')
-    if ((bodySize | 0) !== bodySize || bodySize < 1) badArgument('bodySize', bodySize, 'an integer 1 … 0x7fffffff')
-
-    if (!this.#hasFrozen || keyHi > this.#lastHi || (keyHi === this.#lastHi && keyLo > this.#lastLo)) {
-      // Start-up and steady writes append above every staged key; that case is kept here,
-      // short enough to be inlined into the caller's loop.
-      const n = this.#stageCount
-      const stage = this.#stage
-      const at = n * W
-      if (n > 0 && at < stage.length && n + 1 < STAGING_ENTRIES_MAX) {
-        const h = stage[at - W]
-        if (keyHi > h || (keyHi === h && keyLo > stage[at - W + 1])) {
-          stage[at] = keyHi
-          stage[at + 1] = keyLo
-          stage[at + 2] = offset
-          stage[at + 3] = bodySize
-          this.#stageCount = n + 1
-          this.#liveCount++
-          return
-        }
+    if (
+      keyHi >>> 0 !== keyHi ||
+      keyLo >>> 0 !== keyLo ||
+      offset >>> 0 !== offset ||
+      (bodySize | 0) !== bodySize ||
+      bodySize < 1
+    ) {
+      badSetArguments(keyHi, keyLo, offset, bodySize)
+    }
+    // Start-up and steady writes append above every staged key (hence above the frozen range
+    // too). That case is kept here, small enough for V8 to inline into the caller's loop.
+    const n = this.#stageCount
+    const stage = this.#stage
+    const at = n * W
+    if (n > 0 && at < stage.length && n + 1 < STAGING_ENTRIES_MAX) {
+      const h = stage[at - W]
+      if (keyHi > h || (keyHi === h && keyLo > stage[at - W + 1])) {
+        stage[at] = keyHi
+        stage[at + 1] = keyLo
+        stage[at + 2] = offset
+        stage[at + 3] = bodySize
+        this.#stageCount = n + 1
+        this.#liveCount++
+        return
       }
-      this.#setStaged(keyHi, keyLo, offset, bodySize)
-      return
     }
-    const pos = this.#findFrozen(keyHi, keyLo)
-    if (pos >= 0) {
-      const entries = this.#entryChunks[pos >>> CHUNK_SHIFT]
-      const at = (pos & CHUNK_MASK) * 2
-      this.#forget(entries[at + 1])
-      entries[at] = offset
-      entries[at + 1] = bodySize
-      this.#liveCount++
-      return
-    }
-    this.#setOverflow(keyHi, keyLo, offset, bodySize)
+    this.#setSlow(keyHi, keyLo, offset, bodySize)
   }
 
-  /** Mark the key deleted but keep its offset and size (deleted entries can still be looked up). Returns true if it was live. Unknown key → returns false and records nothing. */
+  /**
+   * Mark the key deleted but keep its offset and size (deleted entries can still be looked up).
+   * Returns true if it was live. Unknown key → returns false and records nothing.
+   */
   markDeleted(keyHi: number, keyLo: number): boolean {
     checkKey(keyHi, keyLo)
     const where = this.#find(keyHi, keyLo)
@@ -558,6 +558,25 @@ export class NeedleIndex {
     return -a - 1
   }
 
+  /** set() for every case but a plain append: staging inserts, overwrites, low keys. */
+  #setSlow(keyHi: number, keyLo: number, offset: number, bodySize: number): void {
+    if (!this.#hasFrozen || keyHi > this.#lastHi || (keyHi === this.#lastHi && keyLo > this.#lastLo)) {
+      this.#setStaged(keyHi, keyLo, offset, bodySize)
+      return
+    }
+    const pos = this.#findFrozen(keyHi, keyLo)
+    if (pos >= 0) {
+      const entries = this.#entryChunks[pos >>> CHUNK_SHIFT]
+      const at = (pos & CHUNK_MASK) * 2
+      this.#forget(entries[at + 1])
+      entries[at] = offset
+      entries[at + 1] = bodySize
+      this.#liveCount++
+      return
+    }
+    this.#setOverflow(keyHi, keyLo, offset, bodySize)
+  }
+
   #setStaged(keyHi: number, keyLo: number, offset: number, bodySize: number): void {
     const n = this.#stageCount
     let stage = this.#stage
@@ -609,7 +628,8 @@ export class NeedleIndex {
     let narrowCount = limit
     let wideCount = limit
     const lastLo = stage[(limit - 1) * W + 1]
-    const lastNear = stage[(limit - 1) * W] - baseHi - (lastLo < baseLo ? 1 : 0) === 0 && ((lastLo - baseLo) | 0) >>> 0 <= 0xffff
+    const lastNear =
+      stage[(limit - 1) * W] - baseHi - (lastLo < baseLo ? 1 : 0) === 0 && ((lastLo - baseLo) | 0) >>> 0 <= 0xffff
     for (let i = lastNear ? limit : 1; i < limit; i++) {
       const lo = stage[i * W + 1]
       if (stage[i * W] - baseHi - (lo < baseLo ? 1 : 0) !== 0) {

@@ -10,7 +10,7 @@
  *   rename; they hold no acknowledged data and are removed.
  */
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { NeedleError, diskError } from '../common/errors.js'
 import { Volume, type VolumeOptions, type VolumeStatus } from './volume.js'
 
@@ -126,13 +126,28 @@ export class Store {
     if (this.#closed) return
     this.#closed = true
     await Promise.allSettled(this.list().map((v) => v.close()))
-    await rm(join(this.dir, 'LOCK'), { force: true })
+    await releaseLock(this.dir)
   }
 }
 
-/** Takes the directory's lock, or fails if a live process holds it. */
+/** Directories whose lock a Store of this process holds. */
+const lockedHere = new Set<string>()
+
+/** Takes the directory's lock, or fails if a live process (this one included) holds it. */
 async function takeLock(dir: string): Promise<void> {
   const path = join(dir, 'LOCK')
+  const key = resolve(dir)
+  if (lockedHere.has(key)) throw new NeedleError('NS_ERR_BAD_OPTION', `${dir} is in use by this process`)
+  await takeFileLock(dir, path)
+  lockedHere.add(key)
+}
+
+function releaseLock(dir: string): Promise<void> {
+  lockedHere.delete(resolve(dir))
+  return rm(join(dir, 'LOCK'), { force: true })
+}
+
+async function takeFileLock(dir: string, path: string): Promise<void> {
   try {
     await writeFile(path, `${process.pid}\n`, { flag: 'wx' })
     return

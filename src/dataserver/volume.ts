@@ -13,8 +13,14 @@
  * - Appends are serialized through one queue per volume; reads run concurrently with them and
  *   only touch offsets below #datBytes, which no append rewrites.
  * - Recovery never cuts `.dat` below a whole needle whose checksum is valid.
+ * - Writes and deletes of one key run one at a time (#keyLocks), so the cookie check of each
+ *   sees the outcome of the one before it.
+ * - A volume is "full" once `.dat` reaches volumeBytesMax: it takes no more files, but still
+ *   takes tombstones (up to VOLUME_BYTES_MAX), so that files in a full volume can be deleted and
+ *   their space reclaimed. "Read-only" is an operator's stop and refuses both.
  */
 import { constants as fsc, read as readCallback, readSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import { open, rename, rm, type FileHandle } from 'node:fs/promises'
 import { endianness } from 'node:os'
 import { join } from 'node:path'
@@ -26,6 +32,7 @@ import {
   B_DATA_SIZE,
   H_BODY_SIZE,
   IDX_ENTRY_SIZE,
+  IDX_DAMAGED_SIZE,
   IDX_TOMBSTONE_SIZE,
   NEEDLE_HEADER_SIZE,
   NEEDLE_MIN_LENGTH,
@@ -111,6 +118,11 @@ interface PendingAppend {
   readonly reject: (err: unknown) => void
 }
 
+/** Room a tombstone may use past volumeBytesMax: enough for deletes of a full volume. */
+function appendLimit(volumeBytesMax: number, size: number): number {
+  return size === IDX_TOMBSTONE_SIZE ? VOLUME_BYTES_MAX : volumeBytesMax
+}
+
 type State = 'open' | 'closing' | 'closed'
 
 export function datPath(dir: string, volumeId: number): string {
@@ -138,7 +150,11 @@ export class Volume {
   #idxBytes: number
   #liveBytes = 0
   #readOnly = false
+  #fileDidNotFit = false
   #state: State = 'open'
+  readonly #seed: bigint
+  readonly #keyLocks = new Map<string, Promise<unknown>>()
+  readonly #asyncReads = new Set<Promise<unknown>>()
   #queue: PendingAppend[] = []
   #draining: Promise<void> | undefined
   #dirty = false
@@ -150,6 +166,7 @@ export class Volume {
     this.#dat = dat
     this.#idx = idx
     this.#superblock = sb
+    this.#seed = sb.checksumSeed
     this.#datBytes = datBytes
     this.#idxBytes = idxBytes
     if (opts.fsync === 'interval') {
@@ -165,7 +182,13 @@ export class Volume {
   static async create(opts: CreateVolumeOptions): Promise<Volume> {
     const dat = datPath(opts.dir, opts.volumeId)
     const tmp = `${dat}.new`
-    const sb = encodeSuperblock({ placement: opts.placement, compactRevision: 0, volumeId: opts.volumeId, createdAtMs: opts.now() })
+    const sb = encodeSuperblock({
+      placement: opts.placement,
+      compactRevision: 0,
+      volumeId: opts.volumeId,
+      createdAtMs: opts.now(),
+      checksumSeed: randomBytes(8).readBigUInt64LE(0),
+    })
     try {
       await assertAbsent(dat)
       const fh = await open(tmp, 'w')
@@ -202,7 +225,6 @@ export class Volume {
       }
       const volume = new Volume(opts, dat, idx, sb, datBytes, (await idx.stat()).size)
       await volume.#recover()
-      volume.#readOnly = volume.#datBytes >= opts.volumeBytesMax
       return volume
     } catch (err) {
       await dat?.close().catch(() => {})
@@ -211,13 +233,23 @@ export class Volume {
     }
   }
 
+  /** True when the volume takes no new files: full, or stopped by an operator. */
   get readOnly(): boolean {
-    return this.#readOnly
+    return this.#readOnly || this.full
   }
 
-  /** Lets an operator stop writes to the volume (or allow them again while it has room). */
+  /** True once `.dat` has reached volumeBytesMax, or a file did not fit in what is left. */
+  get full(): boolean {
+    return this.#fileDidNotFit || this.#datBytes >= this.#opts.volumeBytesMax
+  }
+
+  /**
+   * Lets an operator stop writes and deletes to the volume, or allow them again (also after a
+   * file did not fit, while the volume is below volumeBytesMax).
+   */
   setReadOnly(readOnly: boolean): void {
-    this.#readOnly = readOnly || this.#datBytes >= this.#opts.volumeBytesMax
+    this.#readOnly = readOnly
+    if (!readOnly) this.#fileDidNotFit = false
   }
 
   get datBytes(): number {
@@ -235,7 +267,7 @@ export class Volume {
       id: this.id,
       placement: this.#superblock.placement,
       compactRevision: this.#superblock.compactRevision,
-      readOnly: this.#readOnly,
+      readOnly: this.readOnly,
       datBytes: this.#datBytes,
       liveCount: this.#index.liveCount,
       deletedCount: this.#index.deletedCount,
@@ -273,15 +305,25 @@ export class Volume {
       // round trip to libuv's thread pool costs; large ones go to the pool.
       bytesRead = length <= this.#opts.syncReadBytesMax
         ? readSync(this.#dat.fd, buf, 0, length, toByteOffset(offsetUnits))
-        : await preadAsync(this.#dat.fd, buf, length, toByteOffset(offsetUnits))
+        : await this.#trackRead(preadAsync(this.#dat.fd, buf, length, toByteOffset(offsetUnits)))
     } catch (err) {
       throw diskError(err, `read volume ${this.id}`)
     }
     if (bytesRead !== length) throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: short read`)
     try {
-      return decodeNeedle(buf)
+      return decodeNeedle(buf, 0, this.#seed)
     } catch (err) {
       throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id} at ${toByteOffset(offsetUnits)}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  /** Keeps close() from closing the file under a read that the thread pool still runs. */
+  async #trackRead<T>(read: Promise<T>): Promise<T> {
+    this.#asyncReads.add(read)
+    try {
+      return await read
+    } finally {
+      this.#asyncReads.delete(read)
     }
   }
 
@@ -292,7 +334,7 @@ export class Volume {
     const deleted = index.foundDeleted
     const buf = Buffer.allocUnsafe(NEEDLE_HEADER_SIZE + BODY_FIXED_SIZE)
     try {
-      await this.#dat.read(buf, 0, buf.length, toByteOffset(index.foundOffset))
+      await this.#trackRead(preadAsync(this.#dat.fd, buf, buf.length, toByteOffset(index.foundOffset)))
     } catch (err) {
       throw diskError(err, `read volume ${this.id}`)
     }
@@ -309,14 +351,17 @@ export class Volume {
    * durable under the fsync policy and visible to reads.
    */
   async write(input: WriteInput): Promise<{ size: number }> {
-    this.#assertWritable()
-    const existing = await this.#peek(input.keyHi, input.keyLo)
-    if (existing && existing.cookie !== input.cookie) {
-      throw new NeedleError('NS_ERR_COOKIE_MISMATCH', 'the file id exists with another cookie')
-    }
-    const buf = encodeNeedle(input satisfies NeedleInput, this.#opts.now())
-    await this.#append(buf, input.keyHi, input.keyLo, buf.readUInt32LE(H_BODY_SIZE))
-    return { size: input.data.length }
+    this.#assertOpen()
+    if (this.readOnly) throw readOnly(this.id)
+    return this.#underKeyLock(input.keyHi, input.keyLo, async () => {
+      const existing = await this.#peek(input.keyHi, input.keyLo)
+      if (existing && existing.cookie !== input.cookie) {
+        throw new NeedleError('NS_ERR_COOKIE_MISMATCH', 'the file id exists with another cookie')
+      }
+      const buf = encodeNeedle(input satisfies NeedleInput, this.#opts.now(), this.#seed)
+      await this.#append(buf, input.keyHi, input.keyLo, buf.readUInt32LE(H_BODY_SIZE))
+      return { size: input.data.length }
+    })
   }
 
   /**
@@ -326,16 +371,36 @@ export class Volume {
    */
   async delete(keyHi: number, keyLo: number, cookie: number): Promise<{ size: number }> {
     this.#assertOpen()
-    const existing = await this.#peek(keyHi, keyLo)
-    if (!existing || existing.cookie !== cookie) return { size: 0 }
-    if (existing.deleted) return { size: existing.dataSize }
-    this.#assertWritable()
-    const buf = encodeNeedle({ cookie, keyHi, keyLo, data: new Uint8Array(0), tombstone: true }, this.#opts.now())
-    await this.#append(buf, keyHi, keyLo, IDX_TOMBSTONE_SIZE)
-    return { size: existing.dataSize }
+    return this.#underKeyLock(keyHi, keyLo, async () => {
+      const existing = await this.#peek(keyHi, keyLo)
+      if (!existing || existing.cookie !== cookie) return { size: 0 }
+      if (existing.deleted) return { size: existing.dataSize }
+      if (this.#readOnly) throw readOnly(this.id)
+      const buf = encodeNeedle({ cookie, keyHi, keyLo, data: new Uint8Array(0), tombstone: true }, this.#opts.now(), this.#seed)
+      await this.#append(buf, keyHi, keyLo, IDX_TOMBSTONE_SIZE)
+      return { size: existing.dataSize }
+    })
+  }
+
+  /** Runs fn after every earlier write or delete of the same key has finished. */
+  async #underKeyLock<T>(keyHi: number, keyLo: number, fn: () => Promise<T>): Promise<T> {
+    const name = `${keyHi}:${keyLo}`
+    const before = this.#keyLocks.get(name)
+    const run = (before ? before.then(fn, fn) : fn())
+    const settled = run.then(
+      () => {},
+      () => {},
+    )
+    this.#keyLocks.set(name, settled)
+    try {
+      return await run
+    } finally {
+      if (this.#keyLocks.get(name) === settled) this.#keyLocks.delete(name)
+    }
   }
 
   #append(buf: Buffer, keyHi: number, keyLo: number, size: number): Promise<void> {
+    if (this.#state !== 'open') return Promise.reject(closed(this.id))
     if (this.#queue.length >= this.#opts.writeQueueMax) {
       return Promise.reject(new NeedleError('NS_ERR_OVERLOADED', `volume ${this.id}: ${this.#queue.length} writes queued`))
     }
@@ -363,9 +428,10 @@ export class Volume {
     while (this.#queue.length > 0) {
       const next = this.#queue[0]!
       if (batch.length > 0 && (bytes + next.buf.length > this.#opts.writeBatchBytesMax || batch.length >= this.#opts.writeBatchMax)) break
-      if (this.#readOnly || this.#datBytes + bytes + next.buf.length > this.#opts.volumeBytesMax) {
-        // The volume is full (or was made read-only): this append, and all after it, fail.
-        this.#readOnly = true
+      const end = this.#datBytes + bytes + next.buf.length
+      if (this.#readOnly || end > appendLimit(this.#opts.volumeBytesMax, next.size)) {
+        // No room for this append: it fails. A file that does not fit marks the volume full.
+        if (next.size !== IDX_TOMBSTONE_SIZE) this.#fileDidNotFit = true
         this.#queue.shift()
         next.reject(readOnly(this.id))
         continue
@@ -406,7 +472,6 @@ export class Volume {
       this.#applyToIndex(p.keyHi, p.keyLo, toUnits(at), p.size)
       at += p.buf.length
     }
-    if (this.#datBytes >= this.#opts.volumeBytesMax) this.#readOnly = true
     for (const p of batch) p.resolve()
   }
 
@@ -452,7 +517,9 @@ export class Volume {
     if (this.#state !== 'open') return
     this.#state = 'closing'
     if (this.#syncTimer) clearInterval(this.#syncTimer)
-    await this.#draining
+    // Appends queued before close() are written; new ones are refused (#append checks state).
+    while (this.#draining) await this.#draining
+    await Promise.allSettled([...this.#asyncReads])
     try {
       if (this.#opts.fsync !== 'none') {
         await this.#dat.datasync()
@@ -467,11 +534,6 @@ export class Volume {
 
   #assertOpen(): void {
     if (this.#state !== 'open') throw closed(this.id)
-  }
-
-  #assertWritable(): void {
-    this.#assertOpen()
-    if (this.#readOnly) throw readOnly(this.id)
   }
 
   // -------------------------------------------------------------------------------------------
@@ -494,6 +556,8 @@ export class Volume {
     let scanFrom = SUPERBLOCK_SIZE
     let lastOffset = -1
     let lastSize = 0
+    // After an entry for a damaged region, the next entry may start anywhere past it.
+    let afterDamage = false
     const wholeEntries = Math.floor(this.#idxBytes / IDX_ENTRY_SIZE)
     // Buffer.alloc never hands out a slice of the shared pool, so the Uint32Array view below
     // starts on a 4-byte boundary.
@@ -508,8 +572,15 @@ export class Volume {
         const offset = words[i * 4 + 2]!
         const size = words[i * 4 + 3]!
         const start = toByteOffset(offset)
+        if (size === IDX_DAMAGED_SIZE) {
+          if (start !== scanFrom || afterDamage || start >= datBytes) break load
+          afterDamage = true
+          kept++
+          continue
+        }
         const end = start + (size === IDX_TOMBSTONE_SIZE ? NEEDLE_MIN_LENGTH : needleLength(size))
-        if (start !== scanFrom || end > datBytes) break load
+        if ((afterDamage ? start <= scanFrom : start !== scanFrom) || end > datBytes) break load
+        afterDamage = false
         this.#applyToIndex(keyHi, keyLo, offset, size)
         kept++
         scanFrom = end
@@ -517,6 +588,8 @@ export class Volume {
         lastSize = size
       }
     }
+    // A damaged region's entry is kept only with the entry after it; the scan finds it again.
+    if (afterDamage) kept--
     if (kept < wholeEntries || this.#idxBytes % IDX_ENTRY_SIZE !== 0) {
       this.#opts.onRecovery?.(`volume ${this.id}: .idx kept ${kept} of ${wholeEntries} entries (${this.#idxBytes} bytes)`)
     }
@@ -548,7 +621,7 @@ export class Volume {
     let pos = from
     let indexed = 0
     while (pos < this.#datBytes) {
-      const needle = await tryNeedleAt(reader, pos)
+      const needle = await tryNeedleAt(reader, pos, this.#seed)
       if (needle) {
         const size = needle.tombstone ? IDX_TOMBSTONE_SIZE : needle.bodySize
         pendingIdx.push(encodeIdxEntry({ keyHi: needle.keyHi, keyLo: needle.keyLo, offset: toUnits(pos), size }))
@@ -558,7 +631,7 @@ export class Volume {
         if (pendingIdx.length >= 4096) await this.#flushIdx(pendingIdx)
         continue
       }
-      const next = await findNextNeedle(reader, pos)
+      const next = await findNextNeedle(reader, pos, this.#seed)
       if (next === undefined) {
         this.#opts.onRecovery?.(`volume ${this.id}: cut a torn tail of ${this.#datBytes - pos} bytes at ${pos}`)
         await this.#dat.truncate(pos)
@@ -566,7 +639,9 @@ export class Volume {
         this.#datBytes = pos
         break
       }
+      // Recorded in `.idx`, so the next start does not scan from here again.
       this.#opts.onRecovery?.(`volume ${this.id}: skipped ${next - pos} damaged bytes at ${pos}`)
+      pendingIdx.push(encodeIdxEntry({ keyHi: 0, keyLo: 0, offset: toUnits(pos), size: IDX_DAMAGED_SIZE }))
       pos = next
     }
     await this.#flushIdx(pendingIdx)
@@ -609,7 +684,7 @@ class ChunkReader {
 }
 
 /** The whole, valid needle at byte `pos`, or undefined. Its buffers are views into the reader. */
-async function tryNeedleAt(reader: ChunkReader, pos: number): Promise<Needle | undefined> {
+async function tryNeedleAt(reader: ChunkReader, pos: number, seed: bigint): Promise<Needle | undefined> {
   const head = await reader.bytes(pos, NEEDLE_HEADER_SIZE)
   if (!head) return undefined
   const bodySize = head.readUInt32LE(H_BODY_SIZE)
@@ -617,18 +692,18 @@ async function tryNeedleAt(reader: ChunkReader, pos: number): Promise<Needle | u
   const buf = await reader.bytes(pos, needleLength(bodySize))
   if (!buf) return undefined
   try {
-    return decodeNeedle(buf)
+    return decodeNeedle(buf, 0, seed)
   } catch {
     return undefined
   }
 }
 
 /** The byte offset of the next valid needle after `pos`, trying every aligned position. */
-async function findNextNeedle(reader: ChunkReader, pos: number): Promise<number | undefined> {
+async function findNextNeedle(reader: ChunkReader, pos: number, seed: bigint): Promise<number | undefined> {
   for (let at = pos + NEEDLE_ALIGNMENT; ; at += NEEDLE_ALIGNMENT) {
     const head = await reader.bytes(at, NEEDLE_HEADER_SIZE)
     if (!head) return undefined
-    if (await tryNeedleAt(reader, at)) return at
+    if (await tryNeedleAt(reader, at, seed)) return at
   }
 }
 
