@@ -3,6 +3,9 @@
  * that prints each figure next to a baseline measured in the same run on the same machine.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { dirname, join } from 'node:path'
 import autocannon from 'autocannon'
@@ -71,7 +74,57 @@ export interface LoadOptions {
   readonly path: () => string
 }
 
+/** wrk, when installed (it loads a server harder than autocannon can from a 2-core machine). */
+export const WRK = ['/usr/bin/wrk', '/usr/local/bin/wrk'].find((p) => existsSync(p))
+
+/** The load generator load() uses. */
+export const LOAD_GENERATOR = WRK ? 'wrk' : 'autocannon'
+
+/**
+ * Runs a load against url: with wrk when it is installed and the request is a GET, else with
+ * autocannon. Each request's path comes from opts.path (wrk: a list of 4096 paths drawn in
+ * advance, cycled through).
+ */
 export async function load(opts: LoadOptions): Promise<LoadResult> {
+  if (WRK && (opts.method ?? 'GET') === 'GET') return loadWithWrk(WRK, opts)
+  return loadWithAutocannon(opts)
+}
+
+async function loadWithWrk(wrk: string, opts: LoadOptions): Promise<LoadResult> {
+  const dir = await mkdtemp(join(tmpdir(), 'needlestore-wrk-'))
+  try {
+    const paths = Array.from({ length: 4096 }, () => opts.path())
+    const script = join(dir, 'paths.lua')
+    await writeFile(
+      script,
+      [
+        `local paths = { ${paths.map((p) => JSON.stringify(p)).join(', ')} }`,
+        'local i = 0',
+        'request = function() i = i % #paths + 1; return wrk.format("GET", paths[i]) end',
+        'done = function(summary, latency, requests)',
+        '  io.write(string.format("JSON {\\"rps\\":%f,\\"p50\\":%f,\\"p99\\":%f,\\"errors\\":%d,\\"non2xx\\":%d}\\n",',
+        '    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,',
+        '    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout, summary.errors.status))',
+        'end',
+      ].join('\n'),
+    )
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(wrk, ['-t1', `-c${opts.connections}`, `-d${opts.durationSec}s`, '-s', script, opts.url], { stdio: ['ignore', 'pipe', 'inherit'] })
+      let text = ''
+      child.stdout!.on('data', (d: Buffer) => (text += d.toString()))
+      child.once('error', reject)
+      child.once('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`wrk exited with ${code}`))))
+    })
+    const m = /JSON (\{.*\})/.exec(out)
+    if (!m) throw new Error(`no result from wrk: ${out}`)
+    const r = JSON.parse(m[1]!) as { rps: number; p50: number; p99: number; errors: number; non2xx: number }
+    return { requestsPerSec: r.rps, p50Ms: r.p50, p99Ms: r.p99, errors: r.errors, non2xx: r.non2xx }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+async function loadWithAutocannon(opts: LoadOptions): Promise<LoadResult> {
   const result = await autocannon({
     url: opts.url,
     connections: opts.connections,
@@ -106,6 +159,13 @@ export function parseArgs(defaults: Record<string, number>): Record<string, numb
 /** One line per figure, then a machine-readable line `RESULT {...}`. */
 export function report(name: string, lines: string[], result: Record<string, unknown>): void {
   process.stdout.write(`\n== ${name}\n${lines.map((l) => `  ${l}`).join('\n')}\nRESULT ${JSON.stringify({ bench: name, ...result })}\n`)
+}
+
+/** The median of a list of numbers. */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
 
 export function fmt(n: number, digits = 0): string {

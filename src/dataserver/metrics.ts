@@ -2,34 +2,26 @@
  * The data server's Prometheus metrics, kept in a registry of its own so that several servers
  * can live in one process (tests) without clashing.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { RequestStats } from '../common/request-stats.js'
 import type { Store } from './store.js'
+
+/** Operations by index, for RequestStats.observe(). */
+export const OPS = ['read', 'head', 'write', 'delete', 'status', 'metrics', 'admin', 'other'] as const
+export type Op = (typeof OPS)[number]
+export const OP_INDEX = Object.freeze(Object.fromEntries(OPS.map((op, i) => [op, i]))) as Readonly<Record<Op, number>>
 
 export interface DataServerMetrics {
   readonly registry: Registry
-  /** Records one finished request. */
-  observe(op: string, status: number, seconds: number, bytesIn: number, bytesOut: number): void
+  readonly requests: RequestStats
   readonly corruptReads: Counter
 }
 
 export function createMetrics(store: Store): DataServerMetrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'needlestore_' })
-  const requests = new Counter({
-    name: 'needlestore_http_requests_total',
-    help: 'HTTP requests by operation and status.',
-    labelNames: ['op', 'status'],
-    registers: [registry],
-  })
-  const latency = new Histogram({
-    name: 'needlestore_http_request_duration_seconds',
-    help: 'HTTP request latency by operation and status.',
-    labelNames: ['op', 'status'],
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-    registers: [registry],
-  })
-  const bytesIn = new Counter({ name: 'needlestore_bytes_in_total', help: 'File bytes received.', registers: [registry] })
-  const bytesOut = new Counter({ name: 'needlestore_bytes_out_total', help: 'File bytes sent.', registers: [registry] })
+  const requests = new RequestStats(OPS)
+  requests.register(registry, 'needlestore_')
   const corruptReads = new Counter({
     name: 'needlestore_corrupt_reads_total',
     help: 'Reads that found a needle failing its checksum (never served).',
@@ -84,15 +76,5 @@ export function createMetrics(store: Store): DataServerMetrics {
       for (const s of store.statuses()) this.set({ volume: String(s.id) }, s.garbageRatio)
     },
   })
-  return {
-    registry,
-    corruptReads,
-    observe(op, status, seconds, inBytes, outBytes) {
-      const labels = { op, status: String(status) }
-      requests.inc(labels)
-      latency.observe(labels, seconds)
-      if (inBytes > 0) bytesIn.inc(inBytes)
-      if (outBytes > 0) bytesOut.inc(outBytes)
-    },
-  }
+  return { registry, requests, corruptReads }
 }

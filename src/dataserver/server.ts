@@ -3,7 +3,7 @@
  * Route shapes follow SeaweedFS's volume server so that its clients work unchanged.
  */
 import { createHash } from 'node:crypto'
-import { createServer } from 'node:http'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import multipart from '@fastify/multipart'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { checkSecret } from '../common/auth.js'
@@ -12,7 +12,7 @@ import { parseFidPath, parseVolumeId, type FidPath } from '../common/fid.js'
 import { toErrorResponse } from '../common/http-errors.js'
 import { OCTET_STREAM, essence, isActiveContent, mimeFromName } from '../common/mime.js'
 import { formatPlacement, parsePlacement, placementFromByte, placementToByte } from '../common/placement.js'
-import { createMetrics, type DataServerMetrics } from './metrics.js'
+import { OP_INDEX, createMetrics, type DataServerMetrics, type Op } from './metrics.js'
 import { resolveDataServerOptions, type DataServerInput, type DataServerOptions } from './options.js'
 import { parseRange } from './range.js'
 import { Store } from './store.js'
@@ -66,7 +66,9 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
           keepAliveTimeout: options.keepAliveTimeoutMs,
           connectionsCheckingInterval: Math.max(100, Math.floor(Math.min(options.headersTimeoutMs, options.requestTimeoutMs) / 2)),
         },
-        handler,
+        (req, res) => {
+          if (!serveFast(server, req, res)) handler(req, res)
+        },
       ),
   })
   const server: DataServer = {
@@ -94,7 +96,7 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
     const op = operationOf(req)
     const inBytes = op === 'write' ? Number(req.headers['content-length'] ?? 0) : 0
     const outBytes = op === 'read' ? Number(reply.getHeader('content-length') ?? 0) : 0
-    metrics.observe(op, reply.statusCode, reply.elapsedTime / 1000, inBytes, outBytes)
+    metrics.requests.observe(OP_INDEX[op], reply.statusCode, reply.elapsedTime / 1000, inBytes, outBytes)
     done()
   })
 
@@ -126,9 +128,12 @@ export async function startDataServer(input: DataServerInput): Promise<DataServe
   return server
 }
 
-function operationOf(req: FastifyRequest): string {
+function operationOf(req: FastifyRequest): Op {
   const url = req.routeOptions.url
-  if (url !== '/*') return url?.replace(/^\//, '') || 'unknown'
+  if (url === '/status') return 'status'
+  if (url === '/metrics') return 'metrics'
+  if (url?.startsWith('/admin/')) return 'admin'
+  if (url !== '/*') return 'other'
   switch (req.method) {
     case 'GET':
       return 'read'
@@ -148,21 +153,10 @@ async function readFile(server: DataServer, req: FastifyRequest, reply: FastifyR
   const path = parseFidPath(req.url)
   const { fid } = path
   const needle = await server.store.volume(fid.volumeId).read(fid.keyHi, fid.keyLo, fid.cookie)
-  const etag = etagOf(needle)
-  const modifiedMs = needle.lastModifiedMs ?? needle.appendAtMs
-  const lastModified = new Date(modifiedMs).toUTCString()
-  const mime = needle.mime ?? mimeFromName(needle.name) ?? mimeFromName(path.name) ?? mimeFromName(path.ext ? `.${path.ext}` : undefined) ?? OCTET_STREAM
-  reply.headers({
-    'content-type': mime,
-    etag,
-    'last-modified': lastModified,
-    'accept-ranges': 'bytes',
-    'cache-control': CACHE_CONTROL,
-    'x-content-type-options': 'nosniff',
-  })
-  const disposition = contentDisposition(needle.name ?? path.name, isActiveContent(mime))
-  if (disposition) reply.header('content-disposition', disposition)
-  if (notModified(req, etag, modifiedMs)) return reply.code(304).send()
+  const headers = fileHeaders(needle, path)
+  for (let i = 0; i < headers.length; i += 2) reply.header(headers[i]!, headers[i + 1])
+  const etag = headers[ETAG_AT]!
+  if (notModified(req, etag, needle.lastModifiedMs ?? needle.appendAtMs)) return reply.code(304).send()
   const size = needle.data.length
   const ifRange = req.headers['if-range']
   const range = ifRange === undefined || ifRange === etag ? parseRange(req.headers.range, size) : { kind: 'none' as const }
@@ -175,6 +169,58 @@ async function readFile(server: DataServer, req: FastifyRequest, reply: FastifyR
     return reply.send(needle.data.subarray(range.start, range.end + 1))
   }
   return reply.send(needle.data)
+}
+
+/** Where fileHeaders() puts the ETag's value. */
+const ETAG_AT = 3
+
+/** The headers of a file's 200 answer, as a flat [name, value, …] list. */
+function fileHeaders(needle: Needle, path: FidPath): string[] {
+  const mime = needle.mime ?? mimeFromName(needle.name) ?? mimeFromName(path.name) ?? (path.ext ? mimeFromName(`.${path.ext}`) : undefined) ?? OCTET_STREAM
+  const headers = [
+    'content-type', mime,
+    'etag', etagOf(needle),
+    'last-modified', new Date(needle.lastModifiedMs ?? needle.appendAtMs).toUTCString(),
+    'accept-ranges', 'bytes',
+    'cache-control', CACHE_CONTROL,
+    'x-content-type-options', 'nosniff',
+  ]
+  const disposition = contentDisposition(needle.name ?? path.name, isActiveContent(mime))
+  if (disposition) headers.push('content-disposition', disposition)
+  return headers
+}
+
+/**
+ * The hot path: a plain GET or HEAD of a small file, answered by node's http server directly
+ * with the same headers fastify would send, without fastify's per-request machinery (which
+ * costs more than the disk read itself). Anything else — conditional or range requests,
+ * errors, large needles — returns false and takes the fastify route, which answers it fully.
+ */
+function serveFast(server: DataServer, req: IncomingMessage, res: ServerResponse): boolean {
+  const method = req.method
+  if (method !== 'GET' && method !== 'HEAD') return false
+  const url = req.url
+  if (!url || url.length < 4 || url.charCodeAt(1) < 48 || url.charCodeAt(1) > 57) return false
+  const h = req.headers
+  if (h.range !== undefined || h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined) return false
+  const startMs = performance.now()
+  let needle: Needle | undefined
+  let path: FidPath
+  try {
+    path = parseFidPath(url)
+    needle = server.store.get(path.fid.volumeId)?.readSync(path.fid.keyHi, path.fid.keyLo, path.fid.cookie)
+  } catch {
+    return false
+  }
+  if (!needle) return false
+  const headers = fileHeaders(needle, path)
+  headers.push('content-length', String(needle.data.length))
+  res.writeHead(200, headers)
+  if (method === 'GET') res.end(needle.data)
+  else res.end()
+  const op = method === 'GET' ? OP_INDEX.read : OP_INDEX.head
+  server.metrics.requests.observe(op, 200, (performance.now() - startMs) / 1000, 0, method === 'GET' ? needle.data.length : 0)
+  return true
 }
 
 function etagOf(needle: Needle): string {

@@ -28,6 +28,7 @@ import { NeedleError, diskError } from '../common/errors.js'
 import {
   BODY_FIXED_SIZE,
   BODY_SIZE_MAX,
+  align,
   NEEDLE_ALIGNMENT,
   B_DATA_SIZE,
   H_BODY_SIZE,
@@ -285,10 +286,60 @@ export class Volume {
    * NS_ERR_NOT_FOUND. A needle that fails its checksum raises NS_ERR_CORRUPT_NEEDLE.
    */
   async read(keyHi: number, keyLo: number, cookie: number): Promise<Needle> {
+    const location = this.#locate(keyHi, keyLo)
+    const length = needleLength(location.bodySize)
+    if (length <= this.#opts.syncReadBytesMax) return this.#readFound(keyHi, keyLo, cookie, location.offsetUnits, length, undefined)
+    const buf = Buffer.allocUnsafe(length)
+    let bytesRead: number
+    try {
+      bytesRead = await this.#trackRead(preadAsync(this.#dat.fd, buf, length, toByteOffset(location.offsetUnits)))
+    } catch (err) {
+      throw diskError(err, `read volume ${this.id}`)
+    }
+    return this.#readFound(keyHi, keyLo, cookie, location.offsetUnits, bytesRead, buf)
+  }
+
+  /**
+   * Like read(), without waiting: a small needle is read synchronously (usually from the page
+   * cache, in microseconds, less than a round trip to libuv's thread pool costs). Answers
+   * undefined for a needle larger than syncReadBytesMax, which read() must fetch instead.
+   */
+  readSync(keyHi: number, keyLo: number, cookie: number): Needle | undefined {
+    const location = this.#locate(keyHi, keyLo)
+    const length = needleLength(location.bodySize)
+    if (length > this.#opts.syncReadBytesMax) return undefined
+    return this.#readFound(keyHi, keyLo, cookie, location.offsetUnits, length, undefined)
+  }
+
+  #locate(keyHi: number, keyLo: number): { offsetUnits: number; bodySize: number } {
     this.#assertOpen()
     const index = this.#index
     if (!index.lookup(keyHi, keyLo) || index.foundDeleted) throw notFound()
-    const needle = await this.#readNeedleAt(index.foundOffset, index.foundSize)
+    return { offsetUnits: index.foundOffset, bodySize: index.foundSize }
+  }
+
+  /**
+   * Verifies the needle read at offsetUnits (reading it synchronously first when buf is
+   * undefined): whole, checksum valid, the key asked for, the right cookie.
+   */
+  #readFound(keyHi: number, keyLo: number, cookie: number, offsetUnits: number, lengthOrBytesRead: number, read: Buffer | undefined): Needle {
+    let buf = read
+    let bytesRead = lengthOrBytesRead
+    if (!buf) {
+      buf = readBuffer(lengthOrBytesRead)
+      try {
+        bytesRead = readSync(this.#dat.fd, buf, 0, buf.length, toByteOffset(offsetUnits))
+      } catch (err) {
+        throw diskError(err, `read volume ${this.id}`)
+      }
+    }
+    if (bytesRead !== buf.length) throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: short read`)
+    let needle: Needle
+    try {
+      needle = decodeNeedle(buf, 0, this.#seed)
+    } catch (err) {
+      throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id} at ${toByteOffset(offsetUnits)}: ${(err as Error).message}`, { cause: err })
+    }
     if (needle.keyHi !== keyHi || needle.keyLo !== keyLo) {
       throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index points at another needle`)
     }
@@ -296,25 +347,11 @@ export class Volume {
     return needle
   }
 
+  /** A whole, valid needle at offsetUnits, whatever its key (recovery checks). */
   async #readNeedleAt(offsetUnits: number, bodySize: number): Promise<Needle> {
-    const length = needleLength(bodySize)
-    const buf = Buffer.allocUnsafe(length)
-    let bytesRead: number
-    try {
-      // A small read is usually served from the page cache in microseconds, less than the
-      // round trip to libuv's thread pool costs; large ones go to the pool.
-      bytesRead = length <= this.#opts.syncReadBytesMax
-        ? readSync(this.#dat.fd, buf, 0, length, toByteOffset(offsetUnits))
-        : await this.#trackRead(preadAsync(this.#dat.fd, buf, length, toByteOffset(offsetUnits)))
-    } catch (err) {
-      throw diskError(err, `read volume ${this.id}`)
-    }
-    if (bytesRead !== length) throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: short read`)
-    try {
-      return decodeNeedle(buf, 0, this.#seed)
-    } catch (err) {
-      throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id} at ${toByteOffset(offsetUnits)}: ${(err as Error).message}`, { cause: err })
-    }
+    const buf = Buffer.allocUnsafe(needleLength(bodySize))
+    await readFully(this.#dat, buf, buf.length, toByteOffset(offsetUnits))
+    return decodeNeedle(buf, 0, this.#seed)
   }
 
   /** Keeps close() from closing the file under a read that the thread pool still runs. */
@@ -760,6 +797,27 @@ async function writeFully(fh: FileHandle, bufs: Buffer[], position: number): Pro
     }
     remaining = rest
   }
+}
+
+const SLAB_BYTES = 1024 * 1024
+const SLAB_PIECE_MAX = 64 * 1024
+let slab = Buffer.allocUnsafeSlow(SLAB_BYTES)
+let slabUsed = 0
+
+/**
+ * A buffer for one synchronous needle read. Small ones are carved from a shared slab, so a read
+ * costs no allocation of its own; a slab is freed by the garbage collector once no response
+ * still holds a piece of it.
+ */
+function readBuffer(length: number): Buffer {
+  if (length > SLAB_PIECE_MAX) return Buffer.allocUnsafe(length)
+  if (slabUsed + length > SLAB_BYTES) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES)
+    slabUsed = 0
+  }
+  const piece = slab.subarray(slabUsed, slabUsed + length)
+  slabUsed += align(length)
+  return piece
 }
 
 function preadAsync(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
