@@ -9,6 +9,7 @@ const all = {
   get: ['dist/bench/get.js'],
   put: ['dist/bench/put.js'],
   index: ['--expose-gc', 'dist/bench/index-memory.js'],
+  load: ['dist/bench/volume-load.js'],
 }
 const names = process.argv.slice(2).length > 0 ? process.argv.slice(2) : Object.keys(all)
 let failed = 0

@@ -229,8 +229,12 @@ export class NeedleIndex {
   /** Where the last #find() found its key: a global position, staging index or table slot. */
   #at = 0
 
-  /** Insert or replace key → (offset, bodySize); clears a deleted mark. Throws TypeError on out-of-range args. */
-  set(keyHi: number, keyLo: number, offset: number, bodySize: number): void {
+  /**
+   * Insert or replace key → (offset, bodySize); clears a deleted mark. Answers the body size the
+   * key had while live before (0 if it was unknown or deleted), so callers can keep byte counts
+   * without a lookup of their own; found* may change. Throws TypeError on out-of-range args.
+   */
+  set(keyHi: number, keyLo: number, offset: number, bodySize: number): number {
     if (
       keyHi >>> 0 !== keyHi ||
       keyLo >>> 0 !== keyLo ||
@@ -254,10 +258,13 @@ export class NeedleIndex {
         stage[at + 3] = bodySize
         this.#stageCount = n + 1
         this.#liveCount++
-        return
+        return 0
       }
     }
+    // Not an append: the key may be known. Its old size is what the caller's accounting needs.
+    const previous = this.lookup(keyHi, keyLo) && !this.foundDeleted ? this.foundSize : 0
     this.#setSlow(keyHi, keyLo, offset, bodySize)
+    return previous
   }
 
   /**

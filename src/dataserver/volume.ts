@@ -528,14 +528,16 @@ export class Volume {
 
   #applyToIndex(keyHi: number, keyLo: number, offsetUnits: number, size: number): void {
     const index = this.#index
-    const known = index.lookup(keyHi, keyLo)
-    if (known && !index.foundDeleted) this.#liveBytes -= needleLength(index.foundSize)
     if (size === IDX_TOMBSTONE_SIZE) {
-      if (known) index.markDeleted(keyHi, keyLo)
-    } else {
-      index.set(keyHi, keyLo, offsetUnits, size)
-      this.#liveBytes += needleLength(size)
+      if (index.lookup(keyHi, keyLo) && !index.foundDeleted) {
+        this.#liveBytes -= needleLength(index.foundSize)
+        index.markDeleted(keyHi, keyLo)
+      }
+      return
     }
+    const previous = index.set(keyHi, keyLo, offsetUnits, size)
+    if (previous > 0) this.#liveBytes -= needleLength(previous)
+    this.#liveBytes += needleLength(size)
   }
 
   async #intervalSync(): Promise<void> {
