@@ -43,21 +43,9 @@ import {
   toUnits,
   type NeedleInput,
 } from '../../src/common/format.js'
+import { bytesFrom } from '../helpers/volume.js'
 
 const U48_MAX = 2 ** 48 - 1
-
-/** Deterministic pseudo-random bytes (xorshift32), so large buffers are cheap to generate. */
-function bytesFrom(size: number, seed: number): Uint8Array {
-  const out = new Uint8Array(size)
-  let x = seed | 0 || 0x9e3779b9
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
-}
 
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff })
 const u48 = fc.integer({ min: 0, max: U48_MAX })

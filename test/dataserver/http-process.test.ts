@@ -5,15 +5,15 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { connect, type Socket } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import t from 'tap'
 import { Agent, request, type Dispatcher } from 'undici'
 import { formatFid } from '../../src/common/fid.js'
 import { createVolume, startDataServerProcess, type DataServerProcess, type StartOptions } from '../helpers/dataserver-process.js'
+import { tempDir } from '../helpers/volume.js'
 
 interface TestLike {
   teardown(fn: () => unknown): void
@@ -31,12 +31,6 @@ function fid(key: number, cookie = COOKIE): string {
 
 function sha256(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex')
-}
-
-async function tempDir(t: TestLike): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'needlestore-proc-'))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  return dir
 }
 
 /** An undici agent of the test's own, closed (and its sockets destroyed) in teardown. */

@@ -4,10 +4,8 @@
  * builds the files a crash or a fault would leave, opens the volume and checks what a client
  * would see.
  */
-import t, { type Test } from 'tap'
-import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import t from 'tap'
+import { readFile, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { isNeedleError } from '../../src/common/errors.js'
 import {
   BODY_FIXED_SIZE,
@@ -27,54 +25,9 @@ import {
 } from '../../src/common/format.js'
 import { Store } from '../../src/dataserver/store.js'
 import { Volume, datPath, idxPath, type CreateVolumeOptions, type WriteInput } from '../../src/dataserver/volume.js'
+import { CLOCK_MS, bytesFrom, codeOf, tempDir, volumeDefaults, volumeOptions } from '../helpers/volume.js'
 
-const CLOCK_MS = 1_700_000_000_000
 const VID = 1
-
-async function tempDir(t: Test): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'ns-recovery-'))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
-function options(dir: string, over: Partial<CreateVolumeOptions> = {}): CreateVolumeOptions {
-  return {
-    dir,
-    volumeId: VID,
-    placement: 0,
-    volumeBytesMax: 64 * 1024 * 1024,
-    fsync: 'group',
-    fsyncIntervalMs: 50,
-    writeQueueMax: 1024,
-    writeBatchBytesMax: 1 << 20,
-    writeBatchMax: 1024,
-    syncReadBytesMax: 4096,
-    now: () => CLOCK_MS,
-    ...over,
-  }
-}
-
-/** Deterministic pseudo-random bytes (xorshift32). */
-function bytesFrom(size: number, seed: number): Buffer {
-  const out = Buffer.allocUnsafe(size)
-  let x = (seed * 2654435761) | 0 || 1
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
-}
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p
-  } catch (err) {
-    return isNeedleError(err) ? err.code : `non-NeedleError: ${String(err)}`
-  }
-  return 'resolved'
-}
 
 /** What a volume must hold: live files with their content, and deleted keys. */
 interface Expect {
@@ -120,7 +73,7 @@ interface Base {
  * (tombstones), written through the engine and closed cleanly. Returns the bytes of its files.
  */
 async function buildBase(dir: string, count = 14): Promise<Base> {
-  const v = await Volume.create(options(dir))
+  const v = await Volume.create(volumeOptions(dir, { volumeId: VID }))
   const offsets: number[] = []
   const record = async (op: () => Promise<unknown>) => {
     const before = v.datBytes
@@ -161,7 +114,7 @@ async function install(dir: string, dat: Buffer, idx: Buffer | undefined): Promi
 }
 
 async function open(dir: string, messages: string[] = [], over: Partial<CreateVolumeOptions> = {}): Promise<Volume> {
-  return Volume.open(options(dir, { onRecovery: (m) => messages.push(m), ...over }))
+  return Volume.open(volumeOptions(dir, { volumeId: VID, onRecovery: (m) => messages.push(m), ...over }))
 }
 
 /** The torn-tail loops open hundreds of volumes; fsync adds only time there, not coverage. */
@@ -461,30 +414,29 @@ t.test('deletes survive: tombstones on every recovery path', async (t) => {
 
 t.test('a corrupted superblock keeps the volume out of service, never rewritten', async (t) => {
   const dir = await tempDir(t)
-  await (await Volume.create(options(dir, { volumeId: 1 }))).close()
-  const two = await Volume.create(options(dir, { volumeId: 2 }))
+  await (await Volume.create(volumeOptions(dir, { volumeId: 1 }))).close()
+  const two = await Volume.create(volumeOptions(dir, { volumeId: 2 }))
   await two.write(file(1, 100))
   await two.close()
-  const three = await Volume.create(options(dir, { volumeId: 3 }))
+  const three = await Volume.create(volumeOptions(dir, { volumeId: 3 }))
   await three.write(file(2, 200))
   await three.close()
 
   const damaged = await readFile(datPath(dir, 2))
   damaged[SB_PLACEMENT] ^= 1
   await writeFile(datPath(dir, 2), damaged)
-  t.equal(await codeOf(Volume.open(options(dir, { volumeId: 2 }))), 'NS_ERR_CORRUPT_VOLUME', 'a flipped byte')
+  t.equal(await codeOf(Volume.open(volumeOptions(dir, { volumeId: 2 }))), 'NS_ERR_CORRUPT_VOLUME', 'a flipped byte')
   const checksumHit = Buffer.from(damaged)
   checksumHit[SB_PLACEMENT] ^= 1
   checksumHit[SB_CHECKSUM] ^= 1
   await writeFile(datPath(dir, 2), checksumHit)
-  t.equal(await codeOf(Volume.open(options(dir, { volumeId: 2 }))), 'NS_ERR_CORRUPT_VOLUME', 'a flipped checksum byte')
+  t.equal(await codeOf(Volume.open(volumeOptions(dir, { volumeId: 2 }))), 'NS_ERR_CORRUPT_VOLUME', 'a flipped checksum byte')
   await writeFile(datPath(dir, 2), damaged)
   await truncate(datPath(dir, 3), SUPERBLOCK_SIZE - 10)
-  t.equal(await codeOf(Volume.open(options(dir, { volumeId: 3 }))), 'NS_ERR_CORRUPT_VOLUME', 'a .dat shorter than a superblock')
+  t.equal(await codeOf(Volume.open(volumeOptions(dir, { volumeId: 3 }))), 'NS_ERR_CORRUPT_VOLUME', 'a .dat shorter than a superblock')
 
   const log: string[] = []
-  const { dir: _d, volumeId: _v, onRecovery: _o, placement: _p, ...defaults } = options(dir)
-  const store = await Store.open({ dir, volume: defaults, volumesMax: 10, log: (m) => log.push(m) })
+  const store = await Store.open({ dir, volume: volumeDefaults, volumesMax: 10, log: (m) => log.push(m) })
   try {
     t.same(store.list().map((v) => v.id), [1], 'the healthy volume is in service')
     t.same(store.broken().map((b) => b.id).sort(), [2, 3], 'the damaged ones are out of service')

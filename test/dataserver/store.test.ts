@@ -1,34 +1,16 @@
 import t, { type Test } from 'tap'
-import { access, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { access, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { isNeedleError } from '../../src/common/errors.js'
 import { encodeSuperblock } from '../../src/common/format.js'
-import { Store, type StoreOptions, type VolumeDefaults } from '../../src/dataserver/store.js'
+import { Store, type StoreOptions } from '../../src/dataserver/store.js'
+import { CLOCK_MS, codeOf, tempDir, volumeDefaults } from '../helpers/volume.js'
 
-const CLOCK_MS = 1_700_000_000_000
 /** A pid no process has: Linux pids stay below 2^22. */
 const DEAD_PID = 2147483646
 
-async function tempDir(t: Test): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'ns-store-'))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
-const defaults: VolumeDefaults = {
-  volumeBytesMax: 64 * 1024 * 1024,
-  fsync: 'group',
-  fsyncIntervalMs: 50,
-  writeQueueMax: 1024,
-  writeBatchBytesMax: 1 << 20,
-  writeBatchMax: 1024,
-  syncReadBytesMax: 4096,
-  now: () => CLOCK_MS,
-}
-
 function storeOptions(dir: string, over: Partial<StoreOptions> = {}, log: string[] = []): StoreOptions {
-  return { dir, volume: defaults, volumesMax: 8, log: (m) => log.push(m), ...over }
+  return { dir, volume: volumeDefaults, volumesMax: 8, log: (m) => log.push(m), ...over }
 }
 
 async function openStore(t: Test, dir: string, over: Partial<StoreOptions> = {}, log: string[] = []): Promise<Store> {
@@ -51,12 +33,6 @@ async function errorOf(p: Promise<unknown>): Promise<unknown> {
     return err
   }
   return undefined
-}
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  const err = await errorOf(p)
-  if (err === undefined) return 'resolved'
-  return isNeedleError(err) ? err.code : `non-NeedleError: ${String(err)}`
 }
 
 t.test('Store.open creates the directory and a LOCK naming this process; close removes it', async (t) => {

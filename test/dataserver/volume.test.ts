@@ -1,61 +1,21 @@
 import t, { type Test } from 'tap'
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { readdir, stat } from 'node:fs/promises'
 import { isNeedleError } from '../../src/common/errors.js'
 import { IDX_ENTRY_SIZE, NEEDLE_MIN_LENGTH, SUPERBLOCK_SIZE, encodeNeedle, needleLength, BODY_FIXED_SIZE } from '../../src/common/format.js'
 import { Volume, datPath, idxPath, type CreateVolumeOptions, type FsyncPolicy, type WriteInput } from '../../src/dataserver/volume.js'
-
-const CLOCK_MS = 1_700_000_000_000
-
-async function tempDir(t: Test): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'ns-volume-'))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
-function options(dir: string, over: Partial<CreateVolumeOptions> = {}): CreateVolumeOptions {
-  return {
-    dir,
-    volumeId: 1,
-    placement: 0,
-    volumeBytesMax: 64 * 1024 * 1024,
-    fsync: 'group',
-    fsyncIntervalMs: 50,
-    writeQueueMax: 1024,
-    writeBatchBytesMax: 1 << 20,
-    writeBatchMax: 1024,
-    // Small needles are read synchronously, larger ones through the pool: tests cover both.
-    syncReadBytesMax: 4096,
-    now: () => CLOCK_MS,
-    ...over,
-  }
-}
+import { CLOCK_MS, bytesFrom, codeOf, tempDir, volumeOptions } from '../helpers/volume.js'
 
 /** Opens a volume and closes it when the test ends (closing twice is harmless). */
 async function create(t: Test, dir: string, over: Partial<CreateVolumeOptions> = {}): Promise<Volume> {
-  const v = await Volume.create(options(dir, over))
+  const v = await Volume.create(volumeOptions(dir, over))
   t.teardown(() => v.close())
   return v
 }
 
 async function reopen(t: Test, dir: string, over: Partial<CreateVolumeOptions> = {}): Promise<Volume> {
-  const v = await Volume.open(options(dir, over))
+  const v = await Volume.open(volumeOptions(dir, over))
   t.teardown(() => v.close())
   return v
-}
-
-/** Deterministic pseudo-random bytes (xorshift32). */
-function bytesFrom(size: number, seed: number): Buffer {
-  const out = Buffer.allocUnsafe(size)
-  let x = (seed * 2654435761) | 0 || 1
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
 }
 
 /** A small deterministic generator for sizes and cookies. */
@@ -69,15 +29,6 @@ function rng(seed: number): () => number {
     x >>>= 0
     return x
   }
-}
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p
-  } catch (err) {
-    return isNeedleError(err) ? err.code : `non-NeedleError: ${String(err)}`
-  }
-  return 'resolved'
 }
 
 interface Stored {
@@ -154,13 +105,13 @@ t.test('Volume.create refuses an existing volume; open checks the volume id', as
   const dir = await tempDir(t)
   const v = await create(t, dir, { volumeId: 9, placement: 2 })
   t.equal(v.status().placement, 2)
-  t.equal(await codeOf(Volume.create(options(dir, { volumeId: 9 }))), 'NS_ERR_VOLUME_EXISTS')
+  t.equal(await codeOf(Volume.create(volumeOptions(dir, { volumeId: 9 }))), 'NS_ERR_VOLUME_EXISTS')
   await v.close()
   t.same((await readdir(dir)).sort(), ['9.dat', '9.idx'], 'no temporary file is left behind')
   const { rename } = await import('node:fs/promises')
   await rename(datPath(dir, 9), datPath(dir, 10))
-  t.equal(await codeOf(Volume.open(options(dir, { volumeId: 10 }))), 'NS_ERR_CORRUPT_VOLUME', 'a .dat that names another volume')
-  t.equal(await codeOf(Volume.open(options(dir, { volumeId: 11 }))), 'NS_ERR_IO', 'a volume that does not exist')
+  t.equal(await codeOf(Volume.open(volumeOptions(dir, { volumeId: 10 }))), 'NS_ERR_CORRUPT_VOLUME', 'a .dat that names another volume')
+  t.equal(await codeOf(Volume.open(volumeOptions(dir, { volumeId: 11 }))), 'NS_ERR_IO', 'a volume that does not exist')
 })
 
 t.test('Volume.create ignores a stale .idx left by an earlier volume of that id', async (t) => {
