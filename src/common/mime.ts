@@ -29,8 +29,9 @@ export function essence(contentType: string | undefined): string | undefined {
  * Types a browser would render or run in the page's origin; such uploads are only ever served
  * as attachments, so a stored file cannot script the store's origin.
  */
+const ACTIVE = new Set(['text/html', 'application/xhtml+xml', 'image/svg+xml', 'text/xml', 'application/xml', 'text/javascript', 'application/javascript'])
+
 export function isActiveContent(mime: string): boolean {
-  const t = essence(mime) ?? ''
-  return t === 'text/html' || t === 'application/xhtml+xml' || t === 'image/svg+xml' || t === 'text/xml' ||
-    t === 'application/xml' || t === 'text/javascript' || t === 'application/javascript'
+  // Stored types are already bare and lower-case; others are reduced to their essence first.
+  return ACTIVE.has(mime) || ACTIVE.has(essence(mime) ?? '')
 }

@@ -171,6 +171,24 @@ async function readFile(server: DataServer, req: FastifyRequest, reply: FastifyR
   return reply.send(needle.data)
 }
 
+const dates = new Map<number, string>()
+const DATES_KEPT = 4096
+
+/**
+ * An HTTP date for a time in milliseconds. Files stored in the same second share the string, so
+ * a small memo saves formatting one for most answers.
+ */
+function httpDate(ms: number): string {
+  const second = Math.floor(ms / 1000)
+  let text = dates.get(second)
+  if (text === undefined) {
+    if (dates.size >= DATES_KEPT) dates.clear()
+    text = new Date(second * 1000).toUTCString()
+    dates.set(second, text)
+  }
+  return text
+}
+
 /** Where fileHeaders() puts the ETag's value. */
 const ETAG_AT = 3
 
@@ -180,7 +198,7 @@ function fileHeaders(needle: Needle, path: FidPath): string[] {
   const headers = [
     'content-type', mime,
     'etag', etagOf(needle),
-    'last-modified', new Date(needle.lastModifiedMs ?? needle.appendAtMs).toUTCString(),
+    'last-modified', httpDate(needle.lastModifiedMs ?? needle.appendAtMs),
     'accept-ranges', 'bytes',
     'cache-control', CACHE_CONTROL,
     'x-content-type-options', 'nosniff',
