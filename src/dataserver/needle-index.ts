@@ -228,6 +228,9 @@ export class NeedleIndex {
 
   /** Where the last #find() found its key: a global position, staging index or table slot. */
   #at = 0
+  /** Where the last #slot() found its entry: the words holding it and the index of its size. */
+  #slotWords: Uint32Array = new Uint32Array(0)
+  #slotSize = 0
 
   /**
    * Insert or replace key → (offset, bodySize); clears a deleted mark. Answers the body size the
@@ -272,22 +275,11 @@ export class NeedleIndex {
    * Returns true if it was live. Unknown key → returns false and records nothing.
    */
   markDeleted(keyHi: number, keyLo: number): boolean {
-    checkKey(keyHi, keyLo)
-    const where = this.#find(keyHi, keyLo)
-    if (where === NOWHERE) return false
-    const at = this.#at
-    let words: Uint32Array
-    let i: number
-    if (where === IN_FROZEN) {
-      words = this.#entryChunks[at >>> CHUNK_SHIFT]
-      i = (at & CHUNK_MASK) * 2 + 1
-    } else {
-      words = where === IN_STAGING ? this.#stage : this.#table
-      i = at * W + 3
-    }
-    const word = words[i]
-    if (word === 0 || (word & DELETED_BIT) !== 0) return false
-    words[i] = word | DELETED_BIT
+    if (!this.#slot(keyHi, keyLo)) return false
+    const words = this.#slotWords
+    const word = words[this.#slotSize]
+    if ((word & DELETED_BIT) !== 0) return false
+    words[this.#slotSize] = word | DELETED_BIT
     this.#liveCount--
     this.#deletedCount++
     return true
@@ -323,29 +315,33 @@ export class NeedleIndex {
   /** Look up without allocating: returns true if the key is known (live or deleted) and sets
    *  this.foundOffset, this.foundSize (bodySize, without the deleted bit) and this.foundDeleted. */
   lookup(keyHi: number, keyLo: number): boolean {
+    if (!this.#slot(keyHi, keyLo)) return false
+    const words = this.#slotWords
+    const word = words[this.#slotSize]
+    this.foundOffset = words[this.#slotSize - 1]
+    this.foundSize = word & SIZE_MASK
+    this.foundDeleted = (word & DELETED_BIT) !== 0
+    return true
+  }
+
+  /**
+   * Finds the entry of a known key (live or deleted) and points #slotWords / #slotSize at its
+   * size word; in every layout the offset word sits just before it. False for an unknown key
+   * or a vacant frozen slot.
+   */
+  #slot(keyHi: number, keyLo: number): boolean {
     checkKey(keyHi, keyLo)
     const where = this.#find(keyHi, keyLo)
     if (where === NOWHERE) return false
     const at = this.#at
-    let offset: number
-    let word: number
     if (where === IN_FROZEN) {
-      const entries = this.#entryChunks[at >>> CHUNK_SHIFT]
-      const i = (at & CHUNK_MASK) * 2
-      word = entries[i + 1]
-      if (word === 0) return false
-      offset = entries[i]
-    } else if (where === IN_STAGING) {
-      offset = this.#stage[at * W + 2]
-      word = this.#stage[at * W + 3]
+      this.#slotWords = this.#entryChunks[at >>> CHUNK_SHIFT]
+      this.#slotSize = (at & CHUNK_MASK) * 2 + 1
     } else {
-      offset = this.#table[at * W + 2]
-      word = this.#table[at * W + 3]
+      this.#slotWords = where === IN_STAGING ? this.#stage : this.#table
+      this.#slotSize = at * W + 3
     }
-    this.foundOffset = offset
-    this.foundSize = word & SIZE_MASK
-    this.foundDeleted = (word & DELETED_BIT) !== 0
-    return true
+    return this.#slotWords[this.#slotSize] !== 0
   }
 
   /** Live (not deleted) entries. */

@@ -5,9 +5,15 @@
 import { NeedleError } from '../common/errors.js'
 import { VOLUME_BYTES_MAX, DATA_BYTES_MAX } from '../common/format.js'
 import { integer, nonEmptyString, oneOf, optionalString } from '../common/validate.js'
-import type { FsyncPolicy } from './volume.js'
+import type { FsyncPolicy, VolumeOptions } from './volume.js'
 
-export interface DataServerOptions {
+/** The settings every volume of the server gets (documented on VolumeOptions). */
+export type VolumeSettings = Pick<
+  VolumeOptions,
+  'volumeBytesMax' | 'fsync' | 'fsyncIntervalMs' | 'writeQueueMax' | 'writeBatchBytesMax' | 'writeBatchMax' | 'syncReadBytesMax' | 'now'
+>
+
+export interface DataServerOptions extends VolumeSettings {
   /** Directory of the volumes. */
   readonly dir: string
   readonly host: string
@@ -28,23 +34,8 @@ export interface DataServerOptions {
   readonly requestTimeoutMs: number
   /** How long an idle keep-alive connection stays open. */
   readonly keepAliveTimeoutMs: number
-  /** A volume turns read-only when its `.dat` reaches this size. */
-  readonly volumeBytesMax: number
   /** Volumes this server may hold. */
   readonly volumesMax: number
-  readonly fsync: FsyncPolicy
-  readonly fsyncIntervalMs: number
-  /** Writes queued per volume at most (NS_ERR_OVERLOADED past it). */
-  readonly writeQueueMax: number
-  /** Bytes written to a volume in one batch (one fsync) at most. */
-  readonly writeBatchBytesMax: number
-  /** Writes in one batch (one fsync) at most; 1 gives an fsync per write. */
-  readonly writeBatchMax: number
-  /** Needles up to this size are read synchronously, from the page cache in microseconds;
-   *  larger ones through libuv's thread pool. 0 sends every read to the pool (slow disks). */
-  readonly syncReadBytesMax: number
-  /** Milliseconds since the epoch; injected so tests can control time. */
-  readonly now: () => number
   /** Where operational messages go (recovery, broken volumes). */
   readonly log: (message: string) => void
 }

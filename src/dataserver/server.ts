@@ -13,7 +13,7 @@ import { toErrorResponse } from '../common/http-errors.js'
 import { OCTET_STREAM, essence, isActiveContent, mimeFromName } from '../common/mime.js'
 import { formatPlacement, parsePlacement, placementFromByte, placementToByte } from '../common/placement.js'
 import { OP_INDEX, createMetrics, type DataServerMetrics, type Op } from './metrics.js'
-import { resolveDataServerOptions, type DataServerInput, type DataServerOptions } from './options.js'
+import { resolveDataServerOptions, type DataServerInput, type DataServerOptions, type VolumeSettings } from './options.js'
 import { parseRange } from './range.js'
 import { Store } from './store.js'
 import type { Needle } from '../common/format.js'
@@ -40,16 +40,7 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
     dir: options.dir,
     volumesMax: options.volumesMax,
     log: options.log,
-    volume: {
-      volumeBytesMax: options.volumeBytesMax,
-      fsync: options.fsync,
-      fsyncIntervalMs: options.fsyncIntervalMs,
-      writeQueueMax: options.writeQueueMax,
-      writeBatchBytesMax: options.writeBatchBytesMax,
-      writeBatchMax: options.writeBatchMax,
-      syncReadBytesMax: options.syncReadBytesMax,
-      now: options.now,
-    },
+    volume: volumeSettings(options),
   })
   const metrics = createMetrics(store)
   const app = Fastify({
@@ -111,6 +102,11 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
   app.route({ method: ['POST', 'PUT'], url: '/*', handler: (req, reply) => writeFile(server, req, reply) })
   app.route({ method: 'DELETE', url: '/*', handler: (req, reply) => deleteFile(server, req, reply) })
   return server
+}
+
+function volumeSettings(o: DataServerOptions): VolumeSettings {
+  const { volumeBytesMax, fsync, fsyncIntervalMs, writeQueueMax, writeBatchBytesMax, writeBatchMax, syncReadBytesMax, now } = o
+  return { volumeBytesMax, fsync, fsyncIntervalMs, writeQueueMax, writeBatchBytesMax, writeBatchMax, syncReadBytesMax, now }
 }
 
 /** Builds the server and listens on options.host:options.port. */
