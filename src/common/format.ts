@@ -152,7 +152,7 @@ function writeU48(buf: Buffer, offset: number, value: number): void {
 }
 
 function readU48(buf: Buffer, offset: number): number {
-  return buf.readUIntLE(offset, 6)
+  return buf.readUInt32LE(offset) + buf.readUInt16LE(offset + 4) * 0x1_0000_0000
 }
 
 function corrupt(why: string): NeedleError {
