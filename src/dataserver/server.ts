@@ -283,8 +283,10 @@ async function readUpload(req: FastifyRequest, path: FidPath, fileBytesMax: numb
   }
   const body = req.body
   const data = Buffer.isBuffer(body) ? body : Buffer.alloc(0)
+  // curl --data-binary labels every body as a form; neither that nor octet-stream names a type.
   const mime = essence(req.headers['content-type'])
-  return { data, name: query.filename || path.name, mime: mime === OCTET_STREAM ? undefined : mime }
+  const typed = mime === OCTET_STREAM || mime === 'application/x-www-form-urlencoded' ? undefined : mime
+  return { data, name: query.filename || path.name, mime: typed }
 }
 
 /**

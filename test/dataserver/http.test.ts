@@ -652,3 +652,10 @@ t.test('the node http server carries the configured limits and timeouts', async 
     `connectionsCheckingInterval ${http.connectionsCheckingInterval} ms is at most the shortest timeout (1500 ms)`,
   )
 })
+
+t.test('a raw body labelled as a form (curl --data-binary) stores no content type', async (t) => {
+  const server = await setup(t)
+  await put(t, server, '/3,0f1234abcd', bytes(500), { 'content-type': 'application/x-www-form-urlencoded' })
+  const res = await inject(server, { url: '/3,0f1234abcd.png' })
+  t.equal(res.headers['content-type'], 'image/png', 'the type comes from the extension asked for, not the form label')
+})
