@@ -24,6 +24,7 @@ export interface DataServerArgs {
   keepAliveTimeoutMs: number
   writeQueueMax: number
   writeBatchBytesMax: string
+  readCacheBytes: string
 }
 
 /** The flags every command that runs a data server shares. */
@@ -45,6 +46,7 @@ export function dataServerFlags<T>(y: Argv<T>) {
     .option('keep-alive-timeout-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.keepAliveTimeoutMs })
     .option('write-queue-max', { type: 'number', default: DATA_SERVER_DEFAULTS.writeQueueMax, describe: 'writes queued per volume at most (503 past it)' })
     .option('write-batch-bytes-max', { type: 'string', default: '16MiB', describe: 'bytes covered by one fsync at most' })
+    .option('read-cache-bytes', { type: 'string', default: '64MiB', describe: 'recently read needles kept in memory, checksum-verified on every hit (0: none)' })
     .option('sync-read-bytes-max', { type: 'string', default: '256KiB', describe: 'needles up to this size are read synchronously from the page cache (0: never)' })
     .option('write-batch-max', { type: 'number', default: DATA_SERVER_DEFAULTS.writeBatchMax, describe: 'writes covered by one fsync at most (1: an fsync per write)' })
 }
@@ -71,6 +73,7 @@ export function dataServerInput(args: Omit<DataServerArgs, 'dir' | 'port'>, dir:
     keepAliveTimeoutMs: args.keepAliveTimeoutMs,
     writeQueueMax: args.writeQueueMax,
     writeBatchBytesMax: parseBytes('write-batch-bytes-max', args.writeBatchBytesMax),
+    readCacheBytes: parseBytes('read-cache-bytes', args.readCacheBytes),
   }
 }
 

@@ -359,6 +359,16 @@ export function decodeNeedle(buf: Buffer, offset = 0, seed = 0n): Needle {
   }
 }
 
+/**
+ * True when `buf` still holds exactly the bytes `needle` was decoded from: its checksum is
+ * computed again. For needles kept in memory, so that a copy damaged there is never served.
+ */
+export function needleIntact(buf: Buffer, needle: Needle, seed = 0n): boolean {
+  const footer = NEEDLE_HEADER_SIZE + needle.bodySize
+  return buf.length >= needle.length && checksum(buf.subarray(0, footer + F_CHECKSUM), seed) === needle.checksum &&
+    buf.readBigUInt64LE(footer + F_CHECKSUM) === needle.checksum
+}
+
 // ---------------------------------------------------------------------------------------------
 // Index entries.
 

@@ -1,5 +1,6 @@
 export { createDataServer, startDataServer, VERSION, type DataServer } from './server.js'
 export { resolveDataServerOptions, DATA_SERVER_DEFAULTS, type DataServerOptions, type DataServerInput } from './options.js'
 export { Store, type StoreOptions } from './store.js'
+export { ReadCache, type CachedNeedle } from './read-cache.js'
 export { Volume, datPath, idxPath, type VolumeOptions, type VolumeStatus, type WriteInput, type FsyncPolicy } from './volume.js'
 export { NeedleIndex } from './needle-index.js'

@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import { RequestStats } from '../common/request-stats.js'
+import type { ReadCache } from './read-cache.js'
 import type { Store } from './store.js'
 
 /** Operations by index, for RequestStats.observe(). */
@@ -17,7 +18,7 @@ export interface DataServerMetrics {
   readonly corruptReads: Counter
 }
 
-export function createMetrics(store: Store): DataServerMetrics {
+export function createMetrics(store: Store, readCache?: ReadCache): DataServerMetrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'needlestore_' })
   const requests = new RequestStats(OPS)
@@ -74,6 +75,18 @@ export function createMetrics(store: Store): DataServerMetrics {
     collect() {
       this.reset()
       for (const s of store.statuses()) this.set({ volume: String(s.id) }, s.garbageRatio)
+    },
+  })
+  new Gauge({
+    name: 'needlestore_read_cache',
+    help: 'The read cache: bytes and needles kept, hits and misses since start.',
+    labelNames: ['what'],
+    registers: [registry],
+    collect() {
+      this.set({ what: 'bytes' }, readCache?.bytes ?? 0)
+      this.set({ what: 'needles' }, readCache?.size ?? 0)
+      this.set({ what: 'hits' }, readCache?.hits ?? 0)
+      this.set({ what: 'misses' }, readCache?.misses ?? 0)
     },
   })
   return { registry, requests, corruptReads }

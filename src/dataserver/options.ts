@@ -36,6 +36,8 @@ export interface DataServerOptions extends VolumeSettings {
   readonly keepAliveTimeoutMs: number
   /** Volumes this server may hold. */
   readonly volumesMax: number
+  /** Bytes of recently read needles kept in memory (0: none); every hit is checksum-verified. */
+  readonly readCacheBytes: number
   /** Where operational messages go (recovery, broken volumes). */
   readonly log: (message: string) => void
 }
@@ -63,6 +65,7 @@ export const DATA_SERVER_DEFAULTS = Object.freeze({
   writeBatchBytesMax: 16 * MiB,
   writeBatchMax: 1024,
   syncReadBytesMax: 256 * 1024,
+  readCacheBytes: 64 * MiB,
 })
 
 export function resolveDataServerOptions(input: DataServerInput): DataServerOptions {
@@ -88,6 +91,7 @@ export function resolveDataServerOptions(input: DataServerInput): DataServerOpti
     writeBatchBytesMax: integer('writeBatchBytesMax', o.writeBatchBytesMax, 64 * 1024, 1024 * MiB),
     writeBatchMax: integer('writeBatchMax', o.writeBatchMax, 1, 65536),
     syncReadBytesMax: integer('syncReadBytesMax', o.syncReadBytesMax, 0, 64 * MiB),
+    readCacheBytes: integer('readCacheBytes', o.readCacheBytes, 0, 64 * 1024 * MiB),
     now: o.now ?? Date.now,
     log: o.log ?? ((message: string) => process.stderr.write(`${message}\n`)),
   }

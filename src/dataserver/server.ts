@@ -15,6 +15,7 @@ import { formatPlacement, parsePlacement, placementFromByte, placementToByte } f
 import { OP_INDEX, createMetrics, type DataServerMetrics, type Op } from './metrics.js'
 import { resolveDataServerOptions, type DataServerInput, type DataServerOptions, type VolumeSettings } from './options.js'
 import { parseRange } from './range.js'
+import { ReadCache } from './read-cache.js'
 import { Store } from './store.js'
 import type { Needle } from '../common/format.js'
 
@@ -36,13 +37,14 @@ export interface DataServer {
 /** Builds the server and opens its volumes without listening (tests use inject()). */
 export async function createDataServer(input: DataServerInput): Promise<DataServer> {
   const options = resolveDataServerOptions(input)
+  const readCache = options.readCacheBytes > 0 ? new ReadCache(options.readCacheBytes) : undefined
   const store = await Store.open({
     dir: options.dir,
     volumesMax: options.volumesMax,
     log: options.log,
-    volume: volumeSettings(options),
+    volume: { ...volumeSettings(options), ...(readCache ? { readCache } : {}) },
   })
-  const metrics = createMetrics(store)
+  const metrics = createMetrics(store, readCache)
   const app = Fastify({
     bodyLimit: options.fileBytesMax,
     return503OnClosing: true,
@@ -204,6 +206,8 @@ function fileHeaders(needle: Needle, path: FidPath): string[] {
   return headers
 }
 
+const plainHeaders = new WeakMap<Needle, string[]>()
+
 /**
  * The hot path: a plain GET or HEAD of a small file, answered by node's http server directly
  * with the same headers fastify would send, without fastify's per-request machinery (which
@@ -227,8 +231,15 @@ function serveFast(server: DataServer, req: IncomingMessage, res: ServerResponse
     return false
   }
   if (!needle) return false
-  const headers = fileHeaders(needle, path)
-  headers.push('content-length', String(needle.data.length))
+  // A needle kept in the read cache comes back as the same object: its headers for the plain
+  // form of the path are built once.
+  const plain = path.name === undefined && path.ext === undefined
+  let headers = plain ? plainHeaders.get(needle) : undefined
+  if (!headers) {
+    headers = fileHeaders(needle, path)
+    headers.push('content-length', String(needle.data.length))
+    if (plain) plainHeaders.set(needle, headers)
+  }
   res.writeHead(200, headers)
   if (method === 'GET') res.end(needle.data)
   else res.end()

@@ -42,6 +42,7 @@ import {
   decodeNeedle,
   decodeNeedleHeader,
   decodeSuperblock,
+  needleIntact,
   encodeIdxEntry,
   encodeNeedle,
   encodeSuperblock,
@@ -53,6 +54,7 @@ import {
   type Superblock,
 } from '../common/format.js'
 import { NeedleIndex } from './needle-index.js'
+import type { ReadCache } from './read-cache.js'
 
 export type FsyncPolicy = 'group' | 'interval' | 'none'
 
@@ -74,6 +76,8 @@ export interface VolumeOptions {
   readonly writeBatchMax: number
   /** Needles up to this many bytes are read synchronously (0: every read goes to the pool). */
   readonly syncReadBytesMax: number
+  /** Recently read needles, shared by the server's volumes; none when undefined. */
+  readonly readCache?: ReadCache
   /** Milliseconds since the epoch; injected so that tests control time. */
   readonly now: () => number
   /** Called once for each problem recovery found and mended (a torn tail, a damaged `.idx`). */
@@ -156,6 +160,8 @@ export class Volume {
   readonly #seed: bigint
   readonly #keyLocks = new Map<string, Promise<unknown>>()
   readonly #asyncReads = new Set<Promise<unknown>>()
+  /** This instance's key in the read cache (a reopened or rewritten volume gets a new one). */
+  readonly #cacheId: number
   #queue: PendingAppend[] = []
   #draining: Promise<void> | undefined
   #dirty = false
@@ -168,6 +174,7 @@ export class Volume {
     this.#idx = idx
     this.#superblock = sb
     this.#seed = sb.checksumSeed
+    this.#cacheId = opts.readCache?.volumeId() ?? 0
     this.#datBytes = datBytes
     this.#idxBytes = idxBytes
     if (opts.fsync === 'interval') {
@@ -323,10 +330,21 @@ export class Volume {
    * undefined): whole, checksum valid, the key asked for, the right cookie.
    */
   #readFound(keyHi: number, keyLo: number, cookie: number, offsetUnits: number, lengthOrBytesRead: number, read: Buffer | undefined): Needle {
+    const cache = this.#opts.readCache
+    const cached = read ? undefined : cache?.get(this.#cacheId, offsetUnits)
+    if (cached) {
+      if (!needleIntact(cached.raw, cached.needle, this.#seed)) {
+        cache!.delete(this.#cacheId, offsetUnits)
+        throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: a needle kept in memory was damaged`)
+      }
+      return this.#checkFound(cached.needle, keyHi, keyLo, cookie)
+    }
+    const keep = !read && cache !== undefined && cache.admits(lengthOrBytesRead)
     let buf = read
     let bytesRead = lengthOrBytesRead
     if (!buf) {
-      buf = readBuffer(lengthOrBytesRead)
+      // A needle that will be kept gets a buffer of its own, so it pins no slab.
+      buf = keep ? Buffer.allocUnsafeSlow(lengthOrBytesRead) : readBuffer(lengthOrBytesRead)
       try {
         bytesRead = readSync(this.#dat.fd, buf, 0, buf.length, toByteOffset(offsetUnits))
       } catch (err) {
@@ -340,6 +358,11 @@ export class Volume {
     } catch (err) {
       throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id} at ${toByteOffset(offsetUnits)}: ${(err as Error).message}`, { cause: err })
     }
+    if (keep && needle.keyHi === keyHi && needle.keyLo === keyLo) cache.set(this.#cacheId, offsetUnits, { needle, raw: buf })
+    return this.#checkFound(needle, keyHi, keyLo, cookie)
+  }
+
+  #checkFound(needle: Needle, keyHi: number, keyLo: number, cookie: number): Needle {
     if (needle.keyHi !== keyHi || needle.keyLo !== keyLo) {
       throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index points at another needle`)
     }
