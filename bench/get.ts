@@ -5,7 +5,7 @@
  * files are also served by a data server without its read cache (--read-cache-bytes 0), where
  * every GET reads the disk: the figure for a working set larger than the cache.
  *
- *   node dist/bench/get.js [--files 2000] [--bytes 10240] [--connections 64] [--seconds 4] [--rounds 5]
+ *   node dist/bench/get.js [--files 2000] [--bytes 10240] [--connections 64] [--seconds 3] [--rounds 9]
  */
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { request } from 'undici'
 import { LOAD_GENERATOR, ROOT, fmt, load, median, parseArgs, report, startDataServerProcess, startProcess, type LoadResult } from './lib.js'
 
-const args = parseArgs({ files: 2000, bytes: 10 * 1024, connections: 64, seconds: 4, rounds: 5 })
+const args = parseArgs({ files: 2000, bytes: 10 * 1024, connections: 64, seconds: 3, rounds: 9 })
 const dir = await mkdtemp(join(tmpdir(), 'needlestore-bench-get-'))
 const baseline = await startProcess(join(ROOT, 'dist', 'bench', 'baseline-server.js'), [String(args.bytes)])
 const server = await startDataServerProcess(join(dir, 'cached'))
