@@ -329,9 +329,11 @@ t.test('a damaged needle in the middle is never served and never cuts off the ne
     }
     const back = await readFile(datPath(dir, VID))
     t.same(back.subarray(0, base.dat.length), dat, `${what}: the damaged bytes are kept, not rewritten`)
-    const again = await open(dir)
+    const againMessages: string[] = []
+    const again = await open(dir, againMessages)
     try {
       t.same(await differences(again, { ...rest, live: [...rest.live, file(700, 10)] }), [], `${what}: after a write and a restart`)
+      t.same(againMessages, [], `${what}: the skip was recorded in .idx: the next start has nothing to mend`)
     } finally {
       await again.close()
     }
