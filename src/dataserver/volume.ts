@@ -293,17 +293,16 @@ export class Volume {
    * NS_ERR_NOT_FOUND. A needle that fails its checksum raises NS_ERR_CORRUPT_NEEDLE.
    */
   async read(keyHi: number, keyLo: number, cookie: number): Promise<Needle> {
-    const location = this.#locate(keyHi, keyLo)
-    const length = needleLength(location.bodySize)
-    if (length <= this.#opts.syncReadBytesMax) return this.#readFound(keyHi, keyLo, cookie, location.offsetUnits, length, undefined)
+    const { offsetUnits, length } = this.#locate(keyHi, keyLo)
+    if (length <= this.#opts.syncReadBytesMax) return this.#readSmall(keyHi, keyLo, cookie, offsetUnits, length)
     const buf = Buffer.allocUnsafe(length)
     let bytesRead: number
     try {
-      bytesRead = await this.#trackRead(preadAsync(this.#dat.fd, buf, length, toByteOffset(location.offsetUnits)))
+      bytesRead = await this.#trackRead(preadAsync(this.#dat.fd, buf, length, toByteOffset(offsetUnits)))
     } catch (err) {
       throw diskError(err, `read volume ${this.id}`)
     }
-    return this.#readFound(keyHi, keyLo, cookie, location.offsetUnits, bytesRead, buf)
+    return this.#checkFound(this.#decodeRead(buf, bytesRead, offsetUnits), keyHi, keyLo, cookie)
   }
 
   /**
@@ -312,26 +311,23 @@ export class Volume {
    * undefined for a needle larger than syncReadBytesMax, which read() must fetch instead.
    */
   readSync(keyHi: number, keyLo: number, cookie: number): Needle | undefined {
-    const location = this.#locate(keyHi, keyLo)
-    const length = needleLength(location.bodySize)
+    const { offsetUnits, length } = this.#locate(keyHi, keyLo)
     if (length > this.#opts.syncReadBytesMax) return undefined
-    return this.#readFound(keyHi, keyLo, cookie, location.offsetUnits, length, undefined)
+    return this.#readSmall(keyHi, keyLo, cookie, offsetUnits, length)
   }
 
-  #locate(keyHi: number, keyLo: number): { offsetUnits: number; bodySize: number } {
+  /** Where the live needle for key lies, and how long it is; NS_ERR_NOT_FOUND if none. */
+  #locate(keyHi: number, keyLo: number): { offsetUnits: number; length: number } {
     this.#assertOpen()
     const index = this.#index
     if (!index.lookup(keyHi, keyLo) || index.foundDeleted) throw notFound()
-    return { offsetUnits: index.foundOffset, bodySize: index.foundSize }
+    return { offsetUnits: index.foundOffset, length: needleLength(index.foundSize) }
   }
 
-  /**
-   * Verifies the needle read at offsetUnits (reading it synchronously first when buf is
-   * undefined): whole, checksum valid, the key asked for, the right cookie.
-   */
-  #readFound(keyHi: number, keyLo: number, cookie: number, offsetUnits: number, lengthOrBytesRead: number, read: Buffer | undefined): Needle {
+  /** A small needle, from the read cache (checked again) or read synchronously. */
+  #readSmall(keyHi: number, keyLo: number, cookie: number, offsetUnits: number, length: number): Needle {
     const cache = this.#opts.readCache
-    const cached = read ? undefined : cache?.get(this.#cacheId, offsetUnits)
+    const cached = cache?.get(this.#cacheId, offsetUnits)
     if (cached) {
       if (!needleIntact(cached.raw, cached.needle, this.#seed)) {
         cache!.delete(this.#cacheId, offsetUnits)
@@ -339,29 +335,31 @@ export class Volume {
       }
       return this.#checkFound(cached.needle, keyHi, keyLo, cookie)
     }
-    const keep = !read && cache !== undefined && cache.admits(lengthOrBytesRead)
-    let buf = read
-    let bytesRead = lengthOrBytesRead
-    if (!buf) {
-      // A needle that will be kept gets a buffer of its own, so it pins no slab.
-      buf = keep ? Buffer.allocUnsafeSlow(lengthOrBytesRead) : readBuffer(lengthOrBytesRead)
-      try {
-        bytesRead = readSync(this.#dat.fd, buf, 0, buf.length, toByteOffset(offsetUnits))
-      } catch (err) {
-        throw diskError(err, `read volume ${this.id}`)
-      }
-    }
-    if (bytesRead !== buf.length) throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: short read`)
-    let needle: Needle
+    // A needle that will be kept gets a buffer of its own, so it pins no slab.
+    const keep = cache !== undefined && cache.admits(length)
+    const buf = keep ? Buffer.allocUnsafeSlow(length) : readBuffer(length)
+    let bytesRead: number
     try {
-      needle = decodeNeedle(buf, 0, this.#seed)
+      bytesRead = readSync(this.#dat.fd, buf, 0, length, toByteOffset(offsetUnits))
     } catch (err) {
-      throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id} at ${toByteOffset(offsetUnits)}: ${(err as Error).message}`, { cause: err })
+      throw diskError(err, `read volume ${this.id}`)
     }
+    const needle = this.#decodeRead(buf, bytesRead, offsetUnits)
     if (keep && needle.keyHi === keyHi && needle.keyLo === keyLo) cache.set(this.#cacheId, offsetUnits, { needle, raw: buf })
     return this.#checkFound(needle, keyHi, keyLo, cookie)
   }
 
+  /** The needle in buf, whole and with a valid checksum, else NS_ERR_CORRUPT_NEEDLE. */
+  #decodeRead(buf: Buffer, bytesRead: number, offsetUnits: number): Needle {
+    if (bytesRead !== buf.length) throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: short read`)
+    try {
+      return decodeNeedle(buf, 0, this.#seed)
+    } catch (err) {
+      throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id} at ${toByteOffset(offsetUnits)}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  /** The key asked for (else the index is wrong: corrupt), the right cookie, not a tombstone. */
   #checkFound(needle: Needle, keyHi: number, keyLo: number, cookie: number): Needle {
     if (needle.keyHi !== keyHi || needle.keyLo !== keyLo) {
       throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index points at another needle`)
