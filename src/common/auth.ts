@@ -14,7 +14,3 @@ export function checkSecret(secret: string | undefined, authorization: string | 
     throw new NeedleError('NS_ERR_UNAUTHORIZED', 'this route requires the cluster secret')
   }
 }
-
-export function secretHeader(secret: string | undefined): Record<string, string> {
-  return secret === undefined ? {} : { authorization: `Bearer ${secret}` }
-}

@@ -13,10 +13,6 @@ export interface ErrorResponse {
 const FRAMEWORK_CODES: Readonly<Record<string, ErrorCode>> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'NS_ERR_BODY_TOO_LARGE',
   FST_REQ_FILE_TOO_LARGE: 'NS_ERR_BODY_TOO_LARGE',
-  FST_PARTS_LIMIT: 'NS_ERR_BAD_REQUEST',
-  FST_FILES_LIMIT: 'NS_ERR_BAD_REQUEST',
-  FST_FIELDS_LIMIT: 'NS_ERR_BAD_REQUEST',
-  FST_INVALID_MULTIPART_CONTENT_TYPE: 'NS_ERR_BAD_REQUEST',
 }
 
 export function toErrorResponse(err: unknown): ErrorResponse {

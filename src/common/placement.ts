@@ -32,8 +32,3 @@ export function placementFromByte(byte: number): Placement {
 export function formatPlacement(p: Placement): string {
   return `${p.otherDataCenters}${p.otherRacks}${p.sameRack}`
 }
-
-/** Total number of copies a placement asks for. */
-export function copyCount(p: Placement): number {
-  return 1 + p.otherDataCenters + p.otherRacks + p.sameRack
-}

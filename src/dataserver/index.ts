@@ -2,5 +2,5 @@ export { createDataServer, startDataServer, VERSION, type DataServer } from './s
 export { resolveDataServerOptions, DATA_SERVER_DEFAULTS, type DataServerOptions, type DataServerInput } from './options.js'
 export { Store, type StoreOptions } from './store.js'
 export { ReadCache, type CachedNeedle } from './read-cache.js'
-export { Volume, datPath, idxPath, type VolumeOptions, type VolumeStatus, type WriteInput, type FsyncPolicy } from './volume.js'
+export { Volume, datPath, idxPath, type VolumeOptions, type VolumeSettings, type VolumeStatus, type WriteInput, type FsyncPolicy } from './volume.js'
 export { NeedleIndex } from './needle-index.js'

@@ -5,15 +5,13 @@
 import { NeedleError } from '../common/errors.js'
 import { VOLUME_BYTES_MAX, DATA_BYTES_MAX } from '../common/format.js'
 import { integer, nonEmptyString, oneOf, optionalString } from '../common/validate.js'
-import type { FsyncPolicy, VolumeOptions } from './volume.js'
+import type { FsyncPolicy, VolumeSettings } from './volume.js'
 
-/** The settings every volume of the server gets (documented on VolumeOptions). */
-export type VolumeSettings = Pick<
-  VolumeOptions,
-  'volumeBytesMax' | 'fsync' | 'fsyncIntervalMs' | 'writeQueueMax' | 'writeBatchBytesMax' | 'writeBatchMax' | 'syncReadBytesMax' | 'now'
->
+/** The volume settings a server takes as options (documented on VolumeOptions); the read
+ *  cache itself is built from readCacheBytes. */
+export type ServerVolumeSettings = Omit<VolumeSettings, 'readCache'>
 
-export interface DataServerOptions extends VolumeSettings {
+export interface DataServerOptions extends ServerVolumeSettings {
   /** Directory of the volumes. */
   readonly dir: string
   readonly host: string

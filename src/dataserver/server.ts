@@ -13,7 +13,7 @@ import { toErrorResponse } from '../common/http-errors.js'
 import { OCTET_STREAM, essence, isActiveContent, mimeFromName } from '../common/mime.js'
 import { formatPlacement, parsePlacement, placementFromByte, placementToByte } from '../common/placement.js'
 import { OP_INDEX, createMetrics, type DataServerMetrics, type Op } from './metrics.js'
-import { resolveDataServerOptions, type DataServerInput, type DataServerOptions, type VolumeSettings } from './options.js'
+import { resolveDataServerOptions, type DataServerInput, type DataServerOptions, type ServerVolumeSettings } from './options.js'
 import { parseRange } from './range.js'
 import { ReadCache } from './read-cache.js'
 import { Store } from './store.js'
@@ -106,7 +106,7 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
   return server
 }
 
-function volumeSettings(o: DataServerOptions): VolumeSettings {
+function volumeSettings(o: DataServerOptions): ServerVolumeSettings {
   const { volumeBytesMax, fsync, fsyncIntervalMs, writeQueueMax, writeBatchBytesMax, writeBatchMax, syncReadBytesMax, now } = o
   return { volumeBytesMax, fsync, fsyncIntervalMs, writeQueueMax, writeBatchBytesMax, writeBatchMax, syncReadBytesMax, now }
 }

@@ -12,13 +12,12 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { NeedleError, diskError } from '../common/errors.js'
-import { Volume, type VolumeOptions, type VolumeStatus } from './volume.js'
+import { Volume, type VolumeOptions, type VolumeSettings, type VolumeStatus } from './volume.js'
 
-export type VolumeDefaults = Omit<VolumeOptions, 'dir' | 'volumeId' | 'onRecovery'>
 
 export interface StoreOptions {
   readonly dir: string
-  readonly volume: VolumeDefaults
+  readonly volume: VolumeSettings
   /** Volumes this server holds at most. */
   readonly volumesMax: number
   readonly log: (message: string) => void

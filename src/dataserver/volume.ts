@@ -84,6 +84,9 @@ export interface VolumeOptions {
   readonly onRecovery?: (message: string) => void
 }
 
+/** What every volume of a server shares: all of VolumeOptions but which volume and where. */
+export type VolumeSettings = Omit<VolumeOptions, 'dir' | 'volumeId' | 'onRecovery'>
+
 export interface CreateVolumeOptions extends VolumeOptions {
   readonly placement: number
 }

@@ -6,8 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isNeedleError } from '../../src/common/errors.js'
-import type { VolumeDefaults } from '../../src/dataserver/store.js'
-import type { CreateVolumeOptions } from '../../src/dataserver/volume.js'
+import type { CreateVolumeOptions, VolumeSettings } from '../../src/dataserver/volume.js'
 
 /** The time (milliseconds since the epoch) the test volumes' clock always answers. */
 export const CLOCK_MS = 1_700_000_000_000
@@ -25,7 +24,7 @@ export async function tempDir(t: Teardown, prefix = 'ns-test-'): Promise<string>
 }
 
 /** Volume settings for tests (what a Store gets as `volume`): small limits, the fixed clock. */
-export const volumeDefaults: VolumeDefaults = {
+export const volumeDefaults: VolumeSettings = {
   volumeBytesMax: 64 * 1024 * 1024,
   fsync: 'group',
   fsyncIntervalMs: 50,
