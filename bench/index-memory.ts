@@ -8,6 +8,7 @@
  * already part of `external`, so adding it again would count every typed array twice.
  * The last line is `RESULT {json}` for scripts.
  */
+import { seededRandom } from '../test/helpers/random.js'
 import { IDX_ENTRY_SIZE, IDX_KEY_HI, IDX_KEY_LO, IDX_OFFSET, IDX_SIZE } from '../src/common/format.js'
 import { NeedleIndex } from '../src/dataserver/needle-index.js'
 
@@ -36,16 +37,6 @@ function parseNeedles(argv: readonly string[]): number {
 
 const needles = parseNeedles(process.argv.slice(2))
 
-/** A seeded xorshift32, so every run sees the same keys. */
-function makeRandom(seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) / 0x1_0000_0000
-  }
-}
 
 /**
  * Feeds `count` entries in increasing key order to `sink`. Keys step by a random 1 … 8, as when
@@ -53,7 +44,7 @@ function makeRandom(seed: number): () => number {
  * Offsets advance by each needle's aligned length, as in a real `.dat` file.
  */
 function generate(count: number, sink: (keyHi: number, keyLo: number, offset: number, size: number) => void): void {
-  const random = makeRandom(0x5eed)
+  const random = seededRandom(0x5eed)
   let keyHi = 0
   let keyLo = 0x1_0000_0000 - Math.min(count, 20_000_000)
   let offset = 8
@@ -171,7 +162,7 @@ const { rate: loadRate, last: loaded } = rate(load, needles)
 const { rate: sumRate } = rate(sumWords, needles)
 
 // (3) Lookups of random present keys, checked against the image they came from.
-const random = makeRandom(0xbeef)
+const random = seededRandom(0xbeef)
 const probes = new Uint32Array(LOOKUPS)
 for (let i = 0; i < LOOKUPS; i++) probes[i] = Math.floor(random() * needles) * STRIDE
 let wrong = 0

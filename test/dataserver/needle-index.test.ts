@@ -1,3 +1,4 @@
+import { seededRandom } from '../helpers/random.js'
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
 import { NeedleIndex, SEGMENT_ENTRIES, STAGING_ENTRIES_MAX, CHUNK_ENTRIES } from '../../src/dataserver/needle-index.js'
@@ -76,15 +77,7 @@ function ascending(start: bigint, count: number, gap: (i: number) => bigint): bi
 }
 
 /** A small seeded generator, so failures reproduce. */
-function random(seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) / 0x1_0000_0000
-  }
-}
+const random = seededRandom
 
 t.test('an empty index knows nothing', async (t) => {
   const index = new NeedleIndex()

@@ -1,3 +1,4 @@
+import { seededRandom } from '../helpers/random.js'
 import t, { type Test } from 'tap'
 import { readdir, stat } from 'node:fs/promises'
 import { isNeedleError } from '../../src/common/errors.js'
@@ -18,17 +19,10 @@ async function reopen(t: Test, dir: string, over: Partial<CreateVolumeOptions> =
   return v
 }
 
-/** A small deterministic generator for sizes and cookies. */
+/** A small deterministic generator of unsigned 32-bit integers, for sizes and cookies. */
 function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x >>>= 0
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    return x
-  }
+  const next = seededRandom(seed)
+  return () => Math.floor(next() * 0x1_0000_0000)
 }
 
 interface Stored {
