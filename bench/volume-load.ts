@@ -33,7 +33,7 @@ try {
   await writeFile(idxPath(dir, 1), idx)
   idx = undefined
   const dat = await open(datPath(dir, 1), 'w')
-  await dat.write(encodeSuperblock({ placement: 0, compactRevision: 0, volumeId: 1, createdAtMs: Date.now(), checksumSeed: seed }), 0, SUPERBLOCK_SIZE, 0)
+  await dat.write(encodeSuperblock({ placement: 0, compactRevision: 0, volumeId: 1, createdAtMs: Date.now(), checksumSeed: seed, collection: '' }), 0, SUPERBLOCK_SIZE, 0)
   const last = encodeNeedle({ cookie: 1, keyHi: Math.floor(key / 2 ** 32), keyLo: key >>> 0, data: new Uint8Array(0) }, Date.now(), seed)
   await dat.write(last, 0, last.length, SUPERBLOCK_SIZE + (n - 1) * length)
   await dat.close()

@@ -25,6 +25,10 @@ export interface DataServerArgs {
   writeQueueMax: number
   writeBatchBytesMax: string
   readCacheBytes: string
+  master?: string
+  ip?: string
+  heartbeatIntervalMs: number
+  replicateTimeoutMs: number
 }
 
 /** The flags every command that runs a data server shares. */
@@ -32,7 +36,11 @@ export function dataServerFlags<T>(y: Argv<T>) {
   return y
     .option('host', { type: 'string', default: DATA_SERVER_DEFAULTS.host, describe: 'address to listen on' })
     .option('public-url', { type: 'string', describe: 'host:port clients should use, if not host:port' })
-    .option('secret', { type: 'string', describe: 'cluster secret; admin and internal routes require it' })
+    .option('secret', { type: 'string', describe: 'cluster secret: internal routes require it, writes need a token signed with it' })
+    .option('master', { type: 'string', describe: 'the master, host:port or http://host:port (none: a lone server)' })
+    .option('ip', { type: 'string', describe: 'address the master and other data servers reach this one at (default: --host)' })
+    .option('heartbeat-interval-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.heartbeatIntervalMs, describe: 'time between heartbeats to the master' })
+    .option('replicate-timeout-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.replicateTimeoutMs, describe: 'a write forwarded to another replica fails past this' })
     .option('data-center', { type: 'string', default: DATA_SERVER_DEFAULTS.dataCenter })
     .option('rack', { type: 'string', default: DATA_SERVER_DEFAULTS.rack })
     .option('file-bytes-max', { type: 'string', default: '32MiB', describe: 'largest file accepted' })
@@ -74,6 +82,10 @@ export function dataServerInput(args: Omit<DataServerArgs, 'dir' | 'port'>, dir:
     writeQueueMax: args.writeQueueMax,
     writeBatchBytesMax: parseBytes('write-batch-bytes-max', args.writeBatchBytesMax),
     readCacheBytes: parseBytes('read-cache-bytes', args.readCacheBytes),
+    master: args.master,
+    ip: args.ip,
+    heartbeatIntervalMs: args.heartbeatIntervalMs,
+    replicateTimeoutMs: args.replicateTimeoutMs,
   }
 }
 

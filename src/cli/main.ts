@@ -8,6 +8,7 @@ import { hideBin } from 'yargs/helpers'
 import { isNeedleError } from '../common/errors.js'
 import { dataserverCommand } from './dataserver.js'
 import { devCommand } from './dev.js'
+import { masterCommand } from './master.js'
 
 /** Exit codes scripts can rely on. */
 export const EXIT_OK = 0
@@ -18,6 +19,7 @@ try {
   await yargs(hideBin(process.argv))
     .scriptName('needlestore')
     .env('NEEDLESTORE')
+    .command(masterCommand)
     .command(dataserverCommand)
     .command(devCommand)
     .demandCommand(1, 'name a command; see needlestore --help')

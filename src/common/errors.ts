@@ -22,7 +22,13 @@ export const ErrorCodes = {
   NS_ERR_CORRUPT_VOLUME: { statusCode: 500, summary: 'A volume file is damaged beyond automatic recovery.' },
   NS_ERR_IO: { statusCode: 500, summary: 'A disk operation failed.' },
   NS_ERR_INTERNAL: { statusCode: 500, summary: 'An unexpected failure inside the server.' },
+  NS_ERR_BAD_GATEWAY: { statusCode: 502, summary: 'Another server of the cluster answered with something unexpected.' },
   NS_ERR_OVERLOADED: { statusCode: 503, summary: 'Too many requests are queued; retry later.' },
+  NS_ERR_NOT_READY: { statusCode: 503, summary: 'The master is still learning the cluster from heartbeats; retry shortly.' },
+  NS_ERR_NO_WRITABLE_VOLUME: { statusCode: 503, summary: 'No volume can take the write, and none could be created for its replication and collection.' },
+  NS_ERR_VOLUME_UNAVAILABLE: { statusCode: 503, summary: 'Not every replica of the volume is known and alive; it takes no writes until it is whole.' },
+  NS_ERR_REPLICATION_FAILED: { statusCode: 503, summary: 'A replica did not store the write or delete; nothing was acknowledged. Retry with a new fid.' },
+  NS_ERR_PEER_UNREACHABLE: { statusCode: 503, summary: 'Another server of the cluster did not answer in time.' },
   NS_ERR_VOLUME_CLOSED: { statusCode: 503, summary: 'The volume is closing or closed.' },
   NS_ERR_DISK_FULL: { statusCode: 507, summary: 'The disk is full; nothing was written.' },
 } as const satisfies Record<string, { statusCode: number; summary: string }>

@@ -114,6 +114,8 @@ export interface FidPath {
   readonly name: string | undefined
   /** The extension given on the id (`/3,01637037d6.jpg` → "jpg"), if any. */
   readonly ext: string | undefined
+  /** The id as the path gave it, in the comma form, without extension: `3,01637037d6_1`. */
+  readonly text: string
 }
 
 /**
@@ -124,7 +126,8 @@ export interface FidPath {
 export function parseFidPath(path: string): FidPath {
   // The common form, `/3,01637037d6` with no query, name or extension, without splitting.
   if (path.length > 1 && path.charCodeAt(0) === 47 && path.indexOf('/', 1) < 0 && path.indexOf('?') < 0 && path.indexOf('.') < 0) {
-    return { fid: parseFid(path.slice(1)), name: undefined, ext: undefined }
+    const text = path.slice(1)
+    return { fid: parseFid(text), name: undefined, ext: undefined, text }
   }
   const q = path.indexOf('?')
   const clean = (q >= 0 ? path.slice(0, q) : path).replace(/^\/+/, '')
@@ -155,5 +158,5 @@ export function parseFidPath(path: string): FidPath {
       throw bad(path, 'the file name is not valid percent-encoding')
     }
   }
-  return { fid: parseFid(idPart), name, ext }
+  return { fid: parseFid(idPart), name, ext, text: idPart }
 }

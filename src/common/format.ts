@@ -15,7 +15,7 @@
  *   12     4    volume id (u32)
  *   16     8    created at, milliseconds since the epoch (u48 in 8 bytes)
  *   24     8    checksum seed (u64): seeds every needle checksum of this volume
- *   32     24   reserved, zero
+ *   32     24   collection name, ASCII, zero-padded (all zero: no collection)
  *   56     8    xxh64 of bytes 0 … 55 (unseeded)
  *
  * Needle (NEEDLE_HEADER_SIZE + bodySize + NEEDLE_FOOTER_SIZE, padded to a multiple of 8):
@@ -74,8 +74,9 @@ export const SB_COMPACT_REVISION = SB_RESERVED_A + 2
 export const SB_VOLUME_ID = SB_COMPACT_REVISION + 4
 export const SB_CREATED_AT = SB_VOLUME_ID + 4
 export const SB_CHECKSUM_SEED = SB_CREATED_AT + 8
-export const SB_RESERVED_B = SB_CHECKSUM_SEED + 8
-export const SB_CHECKSUM = SB_RESERVED_B + 24
+export const SB_COLLECTION = SB_CHECKSUM_SEED + 8
+export const COLLECTION_BYTES_MAX = 24
+export const SB_CHECKSUM = SB_COLLECTION + COLLECTION_BYTES_MAX
 export const SUPERBLOCK_SIZE = SB_CHECKSUM + 8
 
 export const H_COOKIE = 0
@@ -170,6 +171,8 @@ export interface Superblock {
   readonly createdAtMs: number
   /** Seeds the checksum of every needle in the volume (u64). */
   readonly checksumSeed: bigint
+  /** The collection the volume belongs to ('' for none). */
+  readonly collection: string
 }
 
 export function encodeSuperblock(sb: Omit<Superblock, 'version'>): Buffer {
@@ -181,6 +184,8 @@ export function encodeSuperblock(sb: Omit<Superblock, 'version'>): Buffer {
   buf.writeUInt32LE(sb.volumeId, SB_VOLUME_ID)
   writeU48(buf, SB_CREATED_AT, sb.createdAtMs)
   buf.writeBigUInt64LE(sb.checksumSeed, SB_CHECKSUM_SEED)
+  if (!isCollectionName(sb.collection)) throw new TypeError(`collection ${JSON.stringify(sb.collection)} is not a valid name`)
+  buf.write(sb.collection, SB_COLLECTION, 'latin1')
   buf.writeBigUInt64LE(checksum(buf.subarray(0, SB_CHECKSUM)), SB_CHECKSUM)
   return buf
 }
@@ -199,7 +204,15 @@ export function decodeSuperblock(buf: Buffer): Superblock {
     volumeId: buf.readUInt32LE(SB_VOLUME_ID),
     createdAtMs: readU48(buf, SB_CREATED_AT),
     checksumSeed: buf.readBigUInt64LE(SB_CHECKSUM_SEED),
+    collection: buf.toString('latin1', SB_COLLECTION, SB_COLLECTION + COLLECTION_BYTES_MAX).replace(/\0+$/, ''),
   }
+}
+
+const COLLECTION_NAME = /^[A-Za-z0-9_.-]*$/
+
+/** A collection name: up to COLLECTION_BYTES_MAX of letters, digits, `_`, `.` and `-` ('' is none). */
+export function isCollectionName(name: string): boolean {
+  return name.length <= COLLECTION_BYTES_MAX && COLLECTION_NAME.test(name)
 }
 
 // ---------------------------------------------------------------------------------------------

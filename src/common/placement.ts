@@ -32,3 +32,8 @@ export function placementFromByte(byte: number): Placement {
 export function formatPlacement(p: Placement): string {
   return `${p.otherDataCenters}${p.otherRacks}${p.sameRack}`
 }
+
+/** How many copies a placement asks for: the first one plus x + y + z. */
+export function copyCount(p: Placement): number {
+  return 1 + p.otherDataCenters + p.otherRacks + p.sameRack
+}

@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import { RequestStats } from '../common/request-stats.js'
+import type { ClusterLink } from './cluster.js'
 import type { ReadCache } from './read-cache.js'
 import type { Store } from './store.js'
 
@@ -16,9 +17,10 @@ export interface DataServerMetrics {
   readonly registry: Registry
   readonly requests: RequestStats
   readonly corruptReads: Counter
+  readonly replicationFailures: Counter
 }
 
-export function createMetrics(store: Store, readCache?: ReadCache): DataServerMetrics {
+export function createMetrics(store: Store, readCache: ReadCache | undefined, cluster: ClusterLink): DataServerMetrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'needlestore_' })
   const requests = new RequestStats(OPS)
@@ -89,5 +91,27 @@ export function createMetrics(store: Store, readCache?: ReadCache): DataServerMe
       this.set({ what: 'misses' }, readCache?.misses ?? 0)
     },
   })
-  return { registry, requests, corruptReads }
+  const replicationFailures = new Counter({
+    name: 'needlestore_replication_failures_total',
+    help: 'Replicated writes and deletes that did not reach every copy (never acknowledged).',
+    registers: [registry],
+  })
+  new Gauge({
+    name: 'needlestore_reconcile_pending_keys',
+    help: 'Keys of failed replicated writes still being removed from every copy.',
+    registers: [registry],
+    collect() {
+      this.set(cluster.pendingCount)
+    },
+  })
+  new Gauge({
+    name: 'needlestore_heartbeat_age_seconds',
+    help: 'Time since the master last answered a heartbeat (-1: never, or no master).',
+    registers: [registry],
+    collect() {
+      const age = cluster.heartbeatAgeMs
+      this.set(Number.isFinite(age) ? age / 1000 : -1)
+    },
+  })
+  return { registry, requests, corruptReads, replicationFailures }
 }

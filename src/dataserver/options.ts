@@ -18,8 +18,19 @@ export interface DataServerOptions extends ServerVolumeSettings {
   readonly port: number
   /** The address clients should use, if it differs from host:port (behind a proxy or NAT). */
   readonly publicUrl: string | undefined
-  /** The cluster secret; when set, admin and internal routes require it. */
+  /** The cluster secret; when set, admin and internal routes require it, and writes and
+   *  deletes need a token the master signed with it. */
   readonly secret: string | undefined
+  /** The master (`http://host:port`); without one the server runs alone, with unreplicated volumes. */
+  readonly master: string | undefined
+  /** The address the master and the other data servers reach this one at (default: host). */
+  readonly ip: string | undefined
+  /** Time between heartbeats to the master. */
+  readonly heartbeatIntervalMs: number
+  /** A write or delete forwarded to another replica fails if it takes longer. */
+  readonly replicateTimeoutMs: number
+  /** Keys of failed replicated writes awaiting reconciliation, at most. */
+  readonly reconcileQueueMax: number
   readonly dataCenter: string
   readonly rack: string
   /** Largest file accepted, in bytes; a larger upload gets 413 and writes nothing. */
@@ -64,6 +75,9 @@ export const DATA_SERVER_DEFAULTS = Object.freeze({
   writeBatchMax: 1024,
   syncReadBytesMax: 256 * 1024,
   readCacheBytes: 64 * MiB,
+  heartbeatIntervalMs: 2000,
+  replicateTimeoutMs: 10_000,
+  reconcileQueueMax: 100_000,
 })
 
 export function resolveDataServerOptions(input: DataServerInput): DataServerOptions {
@@ -74,6 +88,11 @@ export function resolveDataServerOptions(input: DataServerInput): DataServerOpti
     port: integer('port', o.port, 0, 65535),
     publicUrl: optionalString('publicUrl', o.publicUrl),
     secret: optionalString('secret', o.secret),
+    master: o.master === undefined || o.master === '' ? undefined : masterUrl(o.master),
+    ip: optionalString('ip', o.ip),
+    heartbeatIntervalMs: integer('heartbeatIntervalMs', o.heartbeatIntervalMs, 10, 60_000),
+    replicateTimeoutMs: integer('replicateTimeoutMs', o.replicateTimeoutMs, 10, 3_600_000),
+    reconcileQueueMax: integer('reconcileQueueMax', o.reconcileQueueMax, 1, 10_000_000),
     dataCenter: nonEmptyString('dataCenter', o.dataCenter),
     rack: nonEmptyString('rack', o.rack),
     fileBytesMax: integer('fileBytesMax', o.fileBytesMax, 1, Math.min(DATA_BYTES_MAX, 1024 * MiB)),
@@ -97,6 +116,15 @@ export function resolveDataServerOptions(input: DataServerInput): DataServerOpti
     throw new NeedleError('NS_ERR_BAD_OPTION', 'headersTimeoutMs must not exceed requestTimeoutMs')
   }
   return Object.freeze(resolved)
+}
+
+function masterUrl(text: string): string {
+  const url = /^https?:\/\//.test(text) ? text : `http://${text}`
+  try {
+    return new URL(url).origin
+  } catch {
+    throw new NeedleError('NS_ERR_BAD_OPTION', `master must be host:port or http://host:port (got ${JSON.stringify(text)})`)
+  }
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

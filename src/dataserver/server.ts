@@ -8,7 +8,11 @@ import multipart from '@fastify/multipart'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { checkSecret } from '../common/auth.js'
 import { NeedleError, isNeedleError } from '../common/errors.js'
-import { parseFidPath, parseVolumeId, type FidPath } from '../common/fid.js'
+import { formatFid, parseFidPath, parseVolumeId, type FidPath, type FileId } from '../common/fid.js'
+import { isCollectionName } from '../common/format.js'
+import { originOf } from '../common/peer.js'
+import { bearerOf, verifyToken } from '../common/token.js'
+import { ClusterLink, type ForwardOutcome } from './cluster.js'
 import { toErrorResponse } from '../common/http-errors.js'
 import { OCTET_STREAM, essence, isActiveContent, mimeFromName } from '../common/mime.js'
 import { formatPlacement, parsePlacement, placementFromByte, placementToByte } from '../common/placement.js'
@@ -29,6 +33,7 @@ export interface DataServer {
   readonly store: Store
   readonly options: DataServerOptions
   readonly metrics: DataServerMetrics
+  readonly cluster: ClusterLink
   /** `http://host:port` once listening. */
   url: string
   close(): Promise<void>
@@ -44,7 +49,22 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
     log: options.log,
     volume: { ...volumeSettings(options), ...(readCache ? { readCache } : {}) },
   })
-  const metrics = createMetrics(store, readCache)
+  let metrics: DataServerMetrics | undefined
+  const cluster = new ClusterLink(
+    {
+      master: options.master,
+      secret: options.secret,
+      dataCenter: options.dataCenter,
+      rack: options.rack,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      replicateTimeoutMs: options.replicateTimeoutMs,
+      reconcileQueueMax: options.reconcileQueueMax,
+      log: options.log,
+      onReplicationFailure: () => metrics?.replicationFailures.inc(),
+    },
+    store,
+  )
+  metrics = createMetrics(store, readCache, cluster)
   const app = Fastify({
     bodyLimit: options.fileBytesMax,
     return503OnClosing: true,
@@ -69,8 +89,10 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
     store,
     options,
     metrics,
+    cluster,
     url: '',
     async close() {
+      await cluster.close()
       await app.close()
       await store.close()
     },
@@ -123,6 +145,8 @@ export async function startDataServer(input: DataServerInput): Promise<DataServe
   const address = server.app.server.address()
   const port = typeof address === 'object' && address ? address.port : server.options.port
   server.url = `http://${server.options.host}:${port}`
+  const self = `${server.options.ip ?? server.options.host}:${port}`
+  server.cluster.start(self, server.options.publicUrl ?? self)
   return server
 }
 
@@ -150,7 +174,9 @@ function operationOf(req: FastifyRequest): Op {
 async function readFile(server: DataServer, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const path = parseFidPath(req.url)
   const { fid } = path
-  const needle = await server.store.volume(fid.volumeId).read(fid.keyHi, fid.keyLo, fid.cookie)
+  const volume = server.store.get(fid.volumeId)
+  if (!volume) return redirectToHolder(server, fid.volumeId, req, reply)
+  const needle = await volume.read(fid.keyHi, fid.keyLo, fid.cookie)
   const headers = fileHeaders(needle, path)
   for (let i = 0; i < headers.length; i += 2) reply.header(headers[i]!, headers[i + 1])
   const etag = headers[ETAG_AT]!
@@ -167,6 +193,14 @@ async function readFile(server: DataServer, req: FastifyRequest, reply: FastifyR
     return reply.send(needle.data.subarray(range.start, range.end + 1))
   }
   return reply.send(needle.data)
+}
+
+/** A read of a volume held elsewhere goes to a server that holds it, as the master says. */
+async function redirectToHolder(server: DataServer, volumeId: number, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const locations = await server.cluster.lookup(volumeId)
+  if (locations.length === 0) throw new NeedleError('NS_ERR_VOLUME_NOT_FOUND', `volume ${volumeId} is not on this server`)
+  const at = locations[Math.floor(Math.random() * locations.length)]!
+  return reply.redirect(`${originOf(at.publicUrl)}${req.url}`, 302)
 }
 
 const dates = new Map<number, string>()
@@ -315,9 +349,24 @@ async function readFirstPart(req: FastifyRequest, fileBytesMax: number) {
   }
 }
 
+/**
+ * With a secret, a replica's forwarded request must carry it, and a client's write or delete
+ * a token the master signed for its fid.
+ */
+function authorize(server: DataServer, req: FastifyRequest, path: FidPath, replica: boolean): void {
+  const { secret } = server.options
+  if (secret === undefined) return
+  if (replica) return checkSecret(secret, req.headers.authorization)
+  const query = req.query as Record<string, string | undefined>
+  verifyToken(secret, bearerOf(req.headers.authorization) ?? query.jwt, path.text, server.options.now())
+}
+
 async function writeFile(server: DataServer, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const path = parseFidPath(req.url)
   const { fid } = path
+  const query = req.query as Record<string, string | undefined>
+  const replica = query.type === 'replicate'
+  authorize(server, req, path, replica)
   const volume = server.store.volume(fid.volumeId)
   const upload = await readUpload(req, path, server.options.fileBytesMax)
   if (upload.data.length > server.options.fileBytesMax) {
@@ -334,29 +383,75 @@ async function writeFile(server: DataServer, req: FastifyRequest, reply: Fastify
   if (typeof contentMd5 === 'string' && contentMd5 !== md5.toString('base64')) {
     throw new NeedleError('NS_ERR_BAD_REQUEST', 'Content-MD5 does not match the body')
   }
-  const query = req.query as Record<string, string | undefined>
-  const ts = query.ts !== undefined ? Number(query.ts) : undefined
-  if (ts !== undefined && (!Number.isInteger(ts) || ts < 0 || ts > 2 ** 40)) {
-    throw new NeedleError('NS_ERR_BAD_REQUEST', 'ts must be a Unix time in seconds')
+  const lastModifiedMs = lastModifiedOf(query, replica) ?? server.options.now()
+  const write = () =>
+    volume.write({
+      cookie: fid.cookie,
+      keyHi: fid.keyHi,
+      keyLo: fid.keyLo,
+      data: upload.data,
+      ...(upload.name !== undefined ? { name: upload.name } : {}),
+      ...(upload.mime !== undefined ? { mime: upload.mime } : {}),
+      lastModifiedMs,
+      md5,
+    })
+  const peers = replica ? [] : server.cluster.peersFor(fid.volumeId, volume.placement, 'write')
+  if (peers.length === 0) {
+    await write()
+  } else {
+    // Replicas get the parsed file, so that each stores the same name, type and time.
+    const headers: Record<string, string> = { 'content-type': upload.mime ?? OCTET_STREAM, 'content-md5': md5.toString('base64') }
+    const forwardPath = `/${formatFid(fid)}?lm=${lastModifiedMs}${upload.name !== undefined ? `&filename=${encodeURIComponent(upload.name)}` : ''}`
+    await replicated(server, fid, write(), peers.map((peer) => server.cluster.forward(peer, 'POST', forwardPath, upload.data, headers)))
   }
-  await volume.write({
-    cookie: fid.cookie,
-    keyHi: fid.keyHi,
-    keyLo: fid.keyLo,
-    data: upload.data,
-    ...(upload.name !== undefined ? { name: upload.name } : {}),
-    ...(upload.mime !== undefined ? { mime: upload.mime } : {}),
-    lastModifiedMs: ts !== undefined ? ts * 1000 : server.options.now(),
-    md5,
-  })
   const eTag = md5.toString('hex')
   reply.header('etag', `"${eTag}"`)
   return reply.code(201).send({ name: upload.name ?? '', size: upload.data.length, eTag, mime: upload.mime ?? '' })
 }
 
+/** The file's time: `ts` (Unix seconds) from a client, `lm` (milliseconds) from a replica. */
+function lastModifiedOf(query: Record<string, string | undefined>, replica: boolean): number | undefined {
+  if (replica && query.lm !== undefined) {
+    const lm = Number(query.lm)
+    if (!Number.isInteger(lm) || lm < 0 || lm > 2 ** 48) throw new NeedleError('NS_ERR_BAD_REQUEST', 'lm must be a time in milliseconds')
+    return lm
+  }
+  const ts = query.ts !== undefined ? Number(query.ts) : undefined
+  if (ts !== undefined && (!Number.isInteger(ts) || ts < 0 || ts > 2 ** 40)) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'ts must be a Unix time in seconds')
+  }
+  return ts !== undefined ? ts * 1000 : undefined
+}
+
+/**
+ * Waits for the local operation and every forward. Success only when all stored it. When
+ * nothing was stored anywhere, the request's own error (a wrong cookie, a full volume) stands;
+ * when some copies may hold it, the key goes on the reconcile list and the write fails.
+ */
+async function replicated(server: DataServer, fid: FileId, local: Promise<unknown>, forwards: Promise<ForwardOutcome>[]): Promise<void> {
+  const [localResult, ...settled] = await Promise.allSettled([local, ...forwards])
+  const outcomes = settled.map((r) => (r as PromiseFulfilledResult<ForwardOutcome>).value)
+  const localOk = localResult!.status === 'fulfilled'
+  if (localOk && outcomes.every((o) => o.stored === true)) return
+  if (!localOk && outcomes.every((o) => o.stored === false)) throw (localResult as PromiseRejectedResult).reason
+  server.cluster.failed(fid.volumeId, fid.keyHi, fid.keyLo, fid.cookie)
+  const why = outcomes.filter((o) => o.stored !== true).map((o) => `${o.peer}: ${o.error}`)
+  if (!localOk) why.unshift(`this server: ${((localResult as PromiseRejectedResult).reason as Error).message}`)
+  throw new NeedleError('NS_ERR_REPLICATION_FAILED', `${formatFid(fid)} did not reach every copy (${why.join('; ')}); the partial copies are being removed`)
+}
+
 async function deleteFile(server: DataServer, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-  const { fid } = parseFidPath(req.url)
-  const { size } = await server.store.volume(fid.volumeId).delete(fid.keyHi, fid.keyLo, fid.cookie)
+  const path = parseFidPath(req.url)
+  const { fid } = path
+  const replica = (req.query as Record<string, string | undefined>).type === 'replicate'
+  authorize(server, req, path, replica)
+  const volume = server.store.volume(fid.volumeId)
+  const peers = replica ? [] : server.cluster.peersFor(fid.volumeId, volume.placement, 'delete')
+  const local = volume.delete(fid.keyHi, fid.keyLo, fid.cookie)
+  if (peers.length > 0) {
+    await replicated(server, fid, local, peers.map((peer) => server.cluster.forward(peer, 'DELETE', `/${formatFid(fid)}`, undefined, {})))
+  }
+  const { size } = await local
   return reply.code(202).send({ size })
 }
 
@@ -367,6 +462,7 @@ function statusBody(server: DataServer) {
   const volumes = server.store.statuses().map((s) => ({
     id: s.id,
     replication: formatPlacement(placementFromByte(s.placement)),
+    collection: s.collection,
     readOnly: s.readOnly,
     size: s.datBytes,
     fileCount: s.liveCount,
@@ -390,6 +486,7 @@ function statusBody(server: DataServer) {
       Id: v.id,
       Size: v.size,
       ReplicaPlacement: v.replication,
+      Collection: v.collection,
       FileCount: v.fileCount + v.deleteCount,
       DeleteCount: v.deleteCount,
       DeletedByteCount: v.garbageBytes,
@@ -414,9 +511,22 @@ function registerAdminRoutes(server: DataServer): void {
     handler: async (req, reply) => {
       const q = req.query as Record<string, string | undefined>
       const placement = parsePlacement(q.replication ?? '000')
-      const volume = await store.create(volumeParam(req), placementToByte(placement))
-      return reply.code(201).send({ volume: volume.id, replication: formatPlacement(placement) })
+      const collection = q.collection ?? ''
+      if (!isCollectionName(collection)) throw new NeedleError('NS_ERR_BAD_REQUEST', `collection ${JSON.stringify(collection)} must be at most 24 letters, digits, "_", "." or "-"`)
+      const volume = await store.create(volumeParam(req), placementToByte(placement), collection)
+      // The master names every copy it creates, so that writes can be replicated at once.
+      if (q.locations) server.cluster.setLocations(volume.id, q.locations.split(','))
+      void server.cluster.beat()
+      return reply.code(201).send({ volume: volume.id, replication: formatPlacement(placement), collection })
     },
+  })
+  // Deletes a volume and its files: the master undoing a growth that did not reach every copy.
+  app.post('/admin/volume/delete', { preHandler: guard }, async (req) => {
+    const id = volumeParam(req)
+    await store.remove(id)
+    server.cluster.forget(id)
+    void server.cluster.beat()
+    return { volume: id, deleted: true }
   })
   app.get('/admin/volumes', { preHandler: guard }, async () => ({ volumes: store.statuses(), broken: store.broken() }))
   app.post('/admin/volume/readonly', { preHandler: guard }, async (req) => {

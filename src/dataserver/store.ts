@@ -12,7 +12,7 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { NeedleError, diskError } from '../common/errors.js'
-import { Volume, type VolumeOptions, type VolumeSettings, type VolumeStatus } from './volume.js'
+import { Volume, datPath, idxPath, syncDir, type VolumeOptions, type VolumeSettings, type VolumeStatus } from './volume.js'
 
 
 export interface StoreOptions {
@@ -87,7 +87,7 @@ export class Store {
     return volume
   }
 
-  async create(volumeId: number, placement: number): Promise<Volume> {
+  async create(volumeId: number, placement: number, collection = ''): Promise<Volume> {
     if (this.#closed) throw new NeedleError('NS_ERR_VOLUME_CLOSED', 'the store is closed')
     if (this.#volumes.has(volumeId) || this.#broken.has(volumeId) || this.#creating.has(volumeId)) {
       throw new NeedleError('NS_ERR_VOLUME_EXISTS', `volume ${volumeId} already exists`)
@@ -97,11 +97,28 @@ export class Store {
     }
     this.#creating.add(volumeId)
     try {
-      const volume = await Volume.create({ ...this.#volumeOptions(volumeId), placement })
+      const volume = await Volume.create({ ...this.#volumeOptions(volumeId), placement, collection })
       this.#volumes.set(volumeId, volume)
       return volume
     } finally {
       this.#creating.delete(volumeId)
+    }
+  }
+
+  /**
+   * Closes a volume and deletes its files (the master undoing a volume creation that did not
+   * reach every copy). `.dat` goes first: a leftover `.idx` alone is never opened.
+   */
+  async remove(volumeId: number): Promise<void> {
+    const volume = this.volume(volumeId)
+    this.#volumes.delete(volumeId)
+    await volume.close()
+    try {
+      await rm(datPath(this.dir, volumeId), { force: true })
+      await rm(idxPath(this.dir, volumeId), { force: true })
+      await syncDir(this.dir)
+    } catch (err) {
+      throw diskError(err, `remove volume ${volumeId}`)
     }
   }
 

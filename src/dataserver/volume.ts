@@ -89,6 +89,8 @@ export type VolumeSettings = Omit<VolumeOptions, 'dir' | 'volumeId' | 'onRecover
 
 export interface CreateVolumeOptions extends VolumeOptions {
   readonly placement: number
+  /** The collection the volume belongs to ('' for none). */
+  readonly collection?: string
 }
 
 /** What a caller gives to store a file. */
@@ -106,6 +108,7 @@ export interface WriteInput {
 export interface VolumeStatus {
   readonly id: number
   readonly placement: number
+  readonly collection: string
   readonly compactRevision: number
   readonly readOnly: boolean
   readonly datBytes: number
@@ -199,6 +202,7 @@ export class Volume {
       volumeId: opts.volumeId,
       createdAtMs: opts.now(),
       checksumSeed: randomBytes(8).readBigUInt64LE(0),
+      collection: opts.collection ?? '',
     })
     try {
       await assertAbsent(dat)
@@ -263,6 +267,11 @@ export class Volume {
     if (!readOnly) this.#fileDidNotFit = false
   }
 
+  /** The replica placement in the superblock, `xyz` packed as x*100 + y*10 + z. */
+  get placement(): number {
+    return this.#superblock.placement
+  }
+
   get datBytes(): number {
     return this.#datBytes
   }
@@ -277,6 +286,7 @@ export class Volume {
     return {
       id: this.id,
       placement: this.#superblock.placement,
+      collection: this.#superblock.collection,
       compactRevision: this.#superblock.compactRevision,
       readOnly: this.readOnly,
       datBytes: this.#datBytes,

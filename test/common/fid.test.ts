@@ -167,18 +167,20 @@ t.test('arbitrary strings either parse into a valid id or throw NS_ERR_BAD_FID',
 
 t.test('parseFidPath accepts the SeaweedFS path forms', async (t) => {
   const fid = { volumeId: 3, keyHi: 0, keyLo: 1, cookie: 0x637037d6 }
-  t.same(parseFidPath('/3,01637037d6'), { fid, name: undefined, ext: undefined })
-  t.same(parseFidPath('/3,01637037d6.jpg'), { fid, name: undefined, ext: 'jpg' })
-  t.same(parseFidPath('/3/01637037d6'), { fid, name: undefined, ext: undefined })
-  t.same(parseFidPath('/3/01637037d6.jpg'), { fid, name: undefined, ext: 'jpg' })
-  t.same(parseFidPath('/3/01637037d6/name.jpg'), { fid, name: 'name.jpg', ext: undefined })
-  t.same(parseFidPath('/3,01637037d6/name.jpg'), { fid, name: 'name.jpg', ext: undefined })
-  t.same(parseFidPath('/3,01637037d6?x=1&y=2'), { fid, name: undefined, ext: undefined }, 'query string ignored')
-  t.same(parseFidPath('/3,01637037d6.png?download=1'), { fid, name: undefined, ext: 'png' })
-  t.same(parseFidPath('/3/01637037d6/name.jpg?x=/a/b'), { fid, name: 'name.jpg', ext: undefined }, 'slashes in the query do not count')
-  t.same(parseFidPath('/3/01637037d6/my%20photo.jpg'), { fid, name: 'my photo.jpg', ext: undefined }, 'percent-decoded name')
-  t.same(parseFidPath('/3,01637037d6_1.jpg'), { fid: { ...fid, keyLo: 2 }, name: undefined, ext: 'jpg' })
-  t.same(parseFidPath('/3/01637037d6_1'), { fid: { ...fid, keyLo: 2 }, name: undefined, ext: undefined })
+  t.has(parseFidPath('/3,01637037d6'), { fid, name: undefined, ext: undefined })
+  t.has(parseFidPath('/3,01637037d6.jpg'), { fid, name: undefined, ext: 'jpg' })
+  t.has(parseFidPath('/3/01637037d6'), { fid, name: undefined, ext: undefined })
+  t.has(parseFidPath('/3/01637037d6.jpg'), { fid, name: undefined, ext: 'jpg' })
+  t.has(parseFidPath('/3/01637037d6/name.jpg'), { fid, name: 'name.jpg', ext: undefined })
+  t.has(parseFidPath('/3,01637037d6/name.jpg'), { fid, name: 'name.jpg', ext: undefined })
+  t.has(parseFidPath('/3,01637037d6?x=1&y=2'), { fid, name: undefined, ext: undefined }, 'query string ignored')
+  t.has(parseFidPath('/3,01637037d6.png?download=1'), { fid, name: undefined, ext: 'png' })
+  t.has(parseFidPath('/3/01637037d6/name.jpg?x=/a/b'), { fid, name: 'name.jpg', ext: undefined }, 'slashes in the query do not count')
+  t.has(parseFidPath('/3/01637037d6/my%20photo.jpg'), { fid, name: 'my photo.jpg', ext: undefined }, 'percent-decoded name')
+  t.has(parseFidPath('/3,01637037d6_1.jpg'), { fid: { ...fid, keyLo: 2 }, name: undefined, ext: 'jpg' })
+  t.has(parseFidPath('/3/01637037d6_1'), { fid: { ...fid, keyLo: 2 }, name: undefined, ext: undefined })
+  t.equal(parseFidPath('/3/01637037d6_1/a.jpg').text, '3,01637037d6_1', 'text: the id in the comma form, suffix kept')
+  t.equal(parseFidPath('/3,01637037d6.jpg?x=1').text, '3,01637037d6', 'text: without extension or query')
   for (const bad of ['/', '/3', '/3/', '/3/x/y/z', '/a,b', '/3,01637037d6/%E0%A4%A', '/0/01637037d6', '/3//01637037d6']) {
     t.equal(codeOf(() => parseFidPath(bad)), 'NS_ERR_BAD_FID', JSON.stringify(bad))
   }

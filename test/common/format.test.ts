@@ -319,6 +319,7 @@ const sbArb = fc.record({
   volumeId: u32,
   createdAtMs: u48,
   checksumSeed: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+  collection: fc.stringMatching(/^[A-Za-z0-9_.-]{0,24}$/),
 })
 
 t.test('superblock round trip', async (t) => {

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { formatFid } from '../../src/common/fid.js'
+import { signToken } from '../../src/common/token.js'
 import { createDataServer, type DataServer } from '../../src/dataserver/server.js'
 import type { DataServerInput } from '../../src/dataserver/options.js'
 
@@ -557,19 +558,24 @@ t.test('POST /admin/assign_volume creates a volume; a duplicate or a bad paramet
   t.equal(res.statusCode, 201)
   t.match(res.json(), { volume: 5, replication: '002' })
   t.match(await volumeStatus(server, 5), { id: 5, replication: '002', fileCount: 0 })
-  await put(t, server, `/${fid(1, COOKIE, 5)}`, bytes(3))
+  // Three copies are asked for and this lone server knows no others: it takes no writes.
+  const unplaced = await inject(server, { method: 'POST', url: `/${fid(1, COOKIE, 5)}`, payload: bytes(3), headers: { 'content-type': 'application/octet-stream' } })
+  t.equal(unplaced.statusCode, 503)
+  t.equal(unplaced.json().code, 'NS_ERR_VOLUME_UNAVAILABLE')
+  await inject(server, { method: 'POST', url: '/admin/assign_volume?volume=7&replication=000' })
+  await put(t, server, `/${fid(1, COOKIE, 7)}`, bytes(3))
 
   const dup = await inject(server, { method: 'POST', url: '/admin/assign_volume?volume=5&replication=002' })
   t.equal(dup.statusCode, 409)
   t.equal(dup.json().code, 'NS_ERR_VOLUME_EXISTS')
-  t.equal((await inject(server, { url: `/${fid(1, COOKIE, 5)}` })).statusCode, 200, 'the existing volume is untouched')
+  t.equal((await volumeStatus(server, 5)).replication, '002', 'the existing volume is untouched')
 
   for (const query of ['volume=6&replication=2', 'volume=6&replication=abc', 'volume=6&replication=0001', 'volume=0', 'volume=x', 'replication=000']) {
     const bad = await inject(server, { method: 'POST', url: `/admin/assign_volume?${query}` })
     t.equal(bad.statusCode, 400, query)
   }
   const status = (await inject(server, { url: '/status' })).json()
-  t.same(status.volumes.map((v: { id: number }) => v.id), [5], 'no volume was created by the bad requests')
+  t.same(status.volumes.map((v: { id: number }) => v.id), [5, 7], 'no volume was created by the bad requests')
 })
 
 t.test('with a secret, admin routes need Authorization: Bearer <secret>', async (t) => {
@@ -598,8 +604,13 @@ t.test('with a secret, admin routes need Authorization: Bearer <secret>', async 
   const volumes = await inject(server, { url: '/admin/volumes', headers: auth })
   t.equal(volumes.statusCode, 200)
   t.same(volumes.json().volumes.map((v: { id: number }) => v.id), [VID, 5])
-  // File routes are not admin routes: they stay open (write signing is a separate feature).
-  await put(t, server, `/${fid(1, COOKIE, 5)}`, bytes(5))
+  // File routes are not admin routes: with a secret, writes need a token the master signed.
+  const unsigned = await inject(server, { method: 'POST', url: `/${fid(1, COOKIE, 5)}`, payload: bytes(5), headers: { 'content-type': 'application/octet-stream' } })
+  t.equal(unsigned.statusCode, 401)
+  t.equal(unsigned.json().code, 'NS_ERR_UNAUTHORIZED')
+  const token = signToken(secret, fid(1, COOKIE, 5), 60)
+  const signed = await inject(server, { method: 'POST', url: `/${fid(1, COOKIE, 5)}`, payload: bytes(5), headers: { 'content-type': 'application/octet-stream', authorization: `Bearer ${token}` } })
+  t.equal(signed.statusCode, 201)
 })
 
 t.test('a read-only volume refuses writes with 409 and still serves reads', async (t) => {

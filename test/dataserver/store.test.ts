@@ -118,7 +118,7 @@ t.test('leftover <vid>.dat.new files are removed at open and never become volume
   const first = await Store.open(storeOptions(dir))
   await first.create(1, 0)
   await first.close()
-  const sb = encodeSuperblock({ placement: 0, compactRevision: 0, volumeId: 5, createdAtMs: CLOCK_MS, checksumSeed: 7n })
+  const sb = encodeSuperblock({ placement: 0, compactRevision: 0, volumeId: 5, createdAtMs: CLOCK_MS, checksumSeed: 7n, collection: '' })
   await writeFile(join(dir, '5.dat.new'), sb)
   await writeFile(join(dir, '1.dat.new'), sb.subarray(0, 10))
   await writeFile(join(dir, 'notes.txt'), 'operator notes')

@@ -1,0 +1,313 @@
+/**
+ * A data server's side of the cluster: heartbeats to the master, the replicas of each volume,
+ * forwarding writes and deletes to them, and reconciling a replicated write that failed.
+ *
+ * Invariants:
+ * - A write or delete from a client is acknowledged only when every copy of the volume took it.
+ *   A volume whose copies are not all known (the master has not said, or lists fewer than the
+ *   placement asks for) takes no client writes.
+ * - A replicated write or delete that failed somewhere leaves its key on the reconcile list:
+ *   the key is deleted on every copy (idempotent tombstones) until all have confirmed, so the
+ *   copies converge on one live set without the failed write. Until then the volume is reported
+ *   unhealthy in heartbeats and the master assigns no new writes to it.
+ */
+import type { Agent } from 'undici'
+import { secretHeaders } from '../common/auth.js'
+import { NeedleError, isNeedleError } from '../common/errors.js'
+import { formatFid } from '../common/fid.js'
+import { answerError, answerJson, callPeer, createPeerAgent, originOf } from '../common/peer.js'
+import { copyCount, formatPlacement, placementFromByte } from '../common/placement.js'
+import type { Store } from './store.js'
+
+export interface ClusterLinkOptions {
+  readonly master: string | undefined
+  readonly secret: string | undefined
+  readonly dataCenter: string
+  readonly rack: string
+  readonly heartbeatIntervalMs: number
+  readonly replicateTimeoutMs: number
+  readonly reconcileQueueMax: number
+  readonly log: (message: string) => void
+  readonly onReplicationFailure?: () => void
+}
+
+/** What a replica answered to a forwarded request. */
+export interface ForwardOutcome {
+  readonly peer: string
+  /** True when the peer took it; false with a definite refusal (4xx); undefined when unknown. */
+  readonly stored: boolean | undefined
+  readonly error?: string
+}
+
+interface PendingKey {
+  readonly keyHi: number
+  readonly keyLo: number
+  readonly cookie: number
+}
+
+export interface Location {
+  readonly url: string
+  readonly publicUrl: string
+}
+
+const LOOKUP_TTL_MS = 5000
+const LOOKUPS_KEPT = 4096
+const RECONCILE_BATCH = 256
+
+export class ClusterLink {
+  readonly #opts: ClusterLinkOptions
+  readonly #store: Store
+  readonly #agent: Agent
+  /** Other copies of each volume, as the master last said. */
+  readonly #peers = new Map<number, readonly string[]>()
+  readonly #pending = new Map<number, Map<string, PendingKey>>()
+  #pendingCount = 0
+  readonly #lookups = new Map<number, { locations: Location[]; expiresMs: number }>()
+  #timer: NodeJS.Timeout | undefined
+  #beating: Promise<void> | undefined
+  #beatAgain = false
+  #reconciling = false
+  #masterReachable: boolean | undefined
+  #lastBeatMs = 0
+  #closed = false
+  /** `host:port` the master and peers reach this server at; known once it listens. */
+  #self = ''
+  #publicUrl = ''
+
+  constructor(opts: ClusterLinkOptions, store: Store) {
+    this.#opts = opts
+    this.#store = store
+    this.#agent = createPeerAgent({ connections: 128 })
+  }
+
+  get master(): string | undefined {
+    return this.#opts.master
+  }
+
+  /** Milliseconds since the last heartbeat the master answered (Infinity: none yet). */
+  get heartbeatAgeMs(): number {
+    return this.#lastBeatMs === 0 ? Infinity : Date.now() - this.#lastBeatMs
+  }
+
+  get pendingCount(): number {
+    return this.#pendingCount
+  }
+
+  /** Starts heartbeats (when a master is set) and the reconcile loop, once listening at self. */
+  start(self: string, publicUrl: string): void {
+    this.#self = self
+    this.#publicUrl = publicUrl
+    const tick = () => {
+      if (this.#closed) return
+      void this.beat()
+      void this.#reconcile()
+      this.#timer = setTimeout(tick, this.#opts.heartbeatIntervalMs)
+      this.#timer.unref()
+    }
+    tick()
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Replicas.
+
+  /** Records the copies of a volume (all locations; this server is left out). */
+  setLocations(volumeId: number, locations: readonly string[]): void {
+    this.#peers.set(volumeId, locations.filter((l) => l !== this.#self))
+  }
+
+  forget(volumeId: number): void {
+    this.#peers.delete(volumeId)
+    this.#pending.delete(volumeId)
+  }
+
+  /**
+   * The other copies a client write or delete must reach. Throws NS_ERR_VOLUME_UNAVAILABLE when
+   * the placement asks for more copies than are known, or, for a write, while the volume is
+   * being reconciled (a write racing the reconciling delete of its key could be undone).
+   */
+  peersFor(volumeId: number, placement: number, op: 'write' | 'delete'): readonly string[] {
+    if (op === 'write' && !this.isHealthy(volumeId)) {
+      throw new NeedleError('NS_ERR_VOLUME_UNAVAILABLE', `volume ${volumeId} takes no writes until a failed replicated write is reconciled on every copy`)
+    }
+    const copies = copyCount(placementFromByte(placement))
+    if (copies === 1) return []
+    const peers = this.#peers.get(volumeId) ?? []
+    if (peers.length + 1 < copies) {
+      throw new NeedleError(
+        'NS_ERR_VOLUME_UNAVAILABLE',
+        `volume ${volumeId} needs ${copies} copies (${formatPlacement(placementFromByte(placement))}) and ${peers.length + 1} are known${this.#opts.master ? '' : ': this server has no master'}`,
+      )
+    }
+    return peers
+  }
+
+  /**
+   * Sends a write or delete to one replica, marked as replication so that it goes no further.
+   * A 2xx answer is stored; 4xx a definite refusal; anything else (5xx, no answer in time) is
+   * unknown: the replica may or may not have it.
+   */
+  async forward(peer: string, method: 'POST' | 'DELETE', path: string, body: Buffer | undefined, headers: Record<string, string>): Promise<ForwardOutcome> {
+    const sep = path.includes('?') ? '&' : '?'
+    try {
+      const answer = await callPeer(this.#agent, `${originOf(peer)}${path}${sep}type=replicate`, {
+        method,
+        headers: { ...headers, ...secretHeaders(this.#opts.secret) },
+        ...(body ? { body } : {}),
+        timeoutMs: this.#opts.replicateTimeoutMs,
+      })
+      if (answer.statusCode >= 200 && answer.statusCode < 300) return { peer, stored: true }
+      const { error } = answerError(answer)
+      return { peer, stored: answer.statusCode < 500 ? false : undefined, error: `${answer.statusCode} ${error}` }
+    } catch (err) {
+      return { peer, stored: undefined, error: (err as Error).message }
+    }
+  }
+
+  /**
+   * A replicated write or delete of a key did not reach every copy: puts the key on the
+   * reconcile list (the volume turns unhealthy) and tells the master at once.
+   */
+  failed(volumeId: number, keyHi: number, keyLo: number, cookie: number): void {
+    this.#opts.onReplicationFailure?.()
+    let keys = this.#pending.get(volumeId)
+    if (!keys) this.#pending.set(volumeId, (keys = new Map()))
+    const id = formatFid({ volumeId, keyHi, keyLo, cookie })
+    if (!keys.has(id)) {
+      if (this.#pendingCount >= this.#opts.reconcileQueueMax) {
+        this.#opts.log(`reconcile list is full (${this.#opts.reconcileQueueMax} keys): ${id} is left for a repair`)
+      } else {
+        keys.set(id, { keyHi, keyLo, cookie })
+        this.#pendingCount++
+      }
+    }
+    void this.beat()
+    setImmediate(() => void this.#reconcile())
+  }
+
+  isHealthy(volumeId: number): boolean {
+    return (this.#pending.get(volumeId)?.size ?? 0) === 0
+  }
+
+  /** Deletes every pending key on every copy; keys all copies confirmed leave the list. */
+  async #reconcile(): Promise<void> {
+    if (this.#reconciling || this.#pendingCount === 0) return
+    this.#reconciling = true
+    try {
+      for (const [volumeId, keys] of this.#pending) {
+        const volume = this.#store.get(volumeId)
+        if (!volume) {
+          this.#pendingCount -= keys.size
+          this.#pending.delete(volumeId)
+          continue
+        }
+        const peers = this.#peers.get(volumeId) ?? []
+        const batch = [...keys].slice(0, RECONCILE_BATCH)
+        await Promise.all(
+          batch.map(async ([id, k]) => {
+            const local = await volume.delete(k.keyHi, k.keyLo, k.cookie).then(
+              () => true,
+              (err) => isNeedleError(err) && err.statusCode < 500,
+            )
+            const remote = await Promise.all(peers.map((p) => this.forward(p, 'DELETE', `/${id}`, undefined, {})))
+            if (local && remote.every((r) => r.stored !== undefined)) {
+              keys.delete(id)
+              this.#pendingCount--
+            }
+          }),
+        )
+        if (keys.size === 0) {
+          this.#pending.delete(volumeId)
+          this.#opts.log(`volume ${volumeId}: failed replicated writes reconciled on every copy`)
+          void this.beat()
+        }
+      }
+    } finally {
+      this.#reconciling = false
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Heartbeats.
+
+  /** Sends a heartbeat now (or right after the one in flight). */
+  beat(): Promise<void> {
+    if (!this.#opts.master || this.#closed) return Promise.resolve()
+    if (this.#beating) {
+      this.#beatAgain = true
+      return this.#beating
+    }
+    this.#beating = (async () => {
+      do {
+        this.#beatAgain = false
+        await this.#sendBeat()
+      } while (this.#beatAgain && !this.#closed)
+    })().finally(() => {
+      this.#beating = undefined
+    })
+    return this.#beating
+  }
+
+  async #sendBeat(): Promise<void> {
+    const statuses = this.#store.statuses()
+    const body = {
+      url: this.#self,
+      publicUrl: this.#publicUrl,
+      dataCenter: this.#opts.dataCenter,
+      rack: this.#opts.rack,
+      volumesMax: this.#store.volumesMax,
+      volumes: statuses.map((s) => ({
+        id: s.id,
+        replication: formatPlacement(placementFromByte(s.placement)),
+        collection: s.collection,
+        size: s.datBytes,
+        fileCount: s.liveCount,
+        deleteCount: s.deletedCount,
+        garbageBytes: s.garbageBytes,
+        readOnly: s.readOnly,
+        healthy: this.isHealthy(s.id),
+      })),
+    }
+    try {
+      const answer = await callPeer(this.#agent, `${this.#opts.master}/cluster/heartbeat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...secretHeaders(this.#opts.secret) },
+        body: JSON.stringify(body),
+        timeoutMs: Math.max(1000, Math.min(10_000, 2 * this.#opts.heartbeatIntervalMs)),
+      })
+      if (answer.statusCode !== 200) throw new NeedleError('NS_ERR_BAD_GATEWAY', `the master answered ${answer.statusCode}: ${answerError(answer).error}`)
+      const { peers } = answerJson<{ peers?: Record<string, string[]> }>(answer, 'the master')
+      for (const [id, urls] of Object.entries(peers ?? {})) {
+        if (Array.isArray(urls)) this.#peers.set(Number(id), urls.filter((u) => typeof u === 'string' && u !== this.#self))
+      }
+      this.#lastBeatMs = Date.now()
+      if (this.#masterReachable !== true) this.#opts.log(`registered with the master at ${this.#opts.master} as ${this.#self}`)
+      this.#masterReachable = true
+    } catch (err) {
+      if (this.#masterReachable !== false) this.#opts.log(`heartbeat to the master at ${this.#opts.master} failed: ${(err as Error).message}`)
+      this.#masterReachable = false
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Lookups, for redirecting reads of volumes this server does not hold.
+
+  /** Live copies of a volume held elsewhere, as the master says (cached briefly). */
+  async lookup(volumeId: number): Promise<Location[]> {
+    if (!this.#opts.master) return []
+    const now = Date.now()
+    const cached = this.#lookups.get(volumeId)
+    if (cached && cached.expiresMs > now) return cached.locations
+    const answer = await callPeer(this.#agent, `${this.#opts.master}/dir/lookup?volumeId=${volumeId}`, { timeoutMs: this.#opts.replicateTimeoutMs })
+    const locations = answer.statusCode === 200 ? (answerJson<{ locations?: Location[] }>(answer, 'the master').locations ?? []).filter((l) => l.url !== this.#self) : []
+    if (this.#lookups.size >= LOOKUPS_KEPT) this.#lookups.clear()
+    this.#lookups.set(volumeId, { locations, expiresMs: now + LOOKUP_TTL_MS })
+    return locations
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true
+    clearTimeout(this.#timer)
+    await this.#beating
+    await this.#agent.close()
+  }
+}

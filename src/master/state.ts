@@ -1,0 +1,127 @@
+/**
+ * The master's durable state, in level: the key and volume-id high-water marks, and the data
+ * servers it has known (so that a restarted master can tell when its view is complete).
+ *
+ * Invariants:
+ * - No key is handed out twice, also across a crash: keys are handed out only below a limit
+ *   that is on disk (a synchronous write) before the first of them leaves the process. After a
+ *   restart, handing out starts at the stored limit, skipping whatever the crash left unused.
+ * - Volume ids work the same way, and the limit is also raised past every id a heartbeat reports.
+ */
+import { mkdir } from 'node:fs/promises'
+import { Level } from 'level'
+import { diskError } from '../common/errors.js'
+
+const KEY_LIMIT = 'keys/limit'
+const VOLUME_ID_LIMIT = 'volumes/limit'
+const SERVER_PREFIX = 'servers/'
+
+export interface KnownServer {
+  readonly url: string
+  readonly dataCenter: string
+  readonly rack: string
+}
+
+export class MasterState {
+  readonly #db: Level<string, string>
+  /** Keys below #keyLimit and at or above #nextKey may be handed out. */
+  #nextKey: number
+  #keyLimit: number
+  readonly #keyLease: number
+  #nextVolumeId: number
+  #volumeIdLimit: number
+  /** Serializes writes of the limits, so that a slower write never lowers a faster one. */
+  #writing: Promise<unknown> = Promise.resolve()
+  readonly #known = new Map<string, KnownServer>()
+
+  private constructor(db: Level<string, string>, keyLimit: number, volumeIdLimit: number, keyLease: number) {
+    this.#db = db
+    this.#nextKey = keyLimit
+    this.#keyLimit = keyLimit
+    this.#keyLease = keyLease
+    this.#nextVolumeId = volumeIdLimit
+    this.#volumeIdLimit = volumeIdLimit
+  }
+
+  static async open(dir: string, keyLease: number): Promise<MasterState> {
+    let db: Level<string, string> | undefined
+    try {
+      await mkdir(dir, { recursive: true })
+      db = new Level<string, string>(dir, { valueEncoding: 'utf8' })
+      await db.open()
+      const keyLimit = Number((await db.get(KEY_LIMIT)) ?? '1')
+      const volumeIdLimit = Number((await db.get(VOLUME_ID_LIMIT)) ?? '1')
+      const state = new MasterState(db, keyLimit, volumeIdLimit, keyLease)
+      for await (const [key, value] of db.iterator({ gt: SERVER_PREFIX, lt: `${SERVER_PREFIX}\xff` })) {
+        state.#known.set(key.slice(SERVER_PREFIX.length), JSON.parse(value) as KnownServer)
+      }
+      return state
+    } catch (err) {
+      await db?.close().catch(() => {})
+      throw diskError(err, `open the master's state in ${dir}`)
+    }
+  }
+
+  /**
+   * The first of count consecutive fresh keys. Most calls return at once; one in keyLease
+   * waits for the next lease to be written.
+   */
+  async takeKeys(count: number): Promise<number> {
+    while (this.#nextKey + count > this.#keyLimit) {
+      const limit = Math.max(this.#keyLimit, this.#nextKey + count) + this.#keyLease
+      await this.#persist(KEY_LIMIT, limit, () => this.#keyLimit, (v) => (this.#keyLimit = v))
+    }
+    const first = this.#nextKey
+    this.#nextKey += count
+    return first
+  }
+
+  /** count fresh volume ids. */
+  async takeVolumeIds(count: number): Promise<number[]> {
+    const first = this.#nextVolumeId
+    this.#nextVolumeId += count
+    if (this.#nextVolumeId > this.#volumeIdLimit) {
+      await this.#persist(VOLUME_ID_LIMIT, this.#nextVolumeId, () => this.#volumeIdLimit, (v) => (this.#volumeIdLimit = v))
+    }
+    return Array.from({ length: count }, (_, i) => first + i)
+  }
+
+  /** Makes sure ids up to volumeId are never handed out (a heartbeat reported it). */
+  observeVolumeId(volumeId: number): void {
+    if (volumeId >= this.#nextVolumeId) this.#nextVolumeId = volumeId + 1
+  }
+
+  /** Writes limit under key, durably, unless a larger one is already there. */
+  #persist(key: string, limit: number, current: () => number, set: (v: number) => void): Promise<void> {
+    const write = this.#writing.then(async () => {
+      if (current() >= limit) return
+      try {
+        await this.#db.put(key, String(limit), { sync: true })
+      } catch (err) {
+        throw diskError(err, `persist ${key}`)
+      }
+      set(limit)
+    })
+    this.#writing = write.catch(() => {})
+    return write
+  }
+
+  knownServers(): KnownServer[] {
+    return [...this.#known.values()]
+  }
+
+  /** Remembers a data server; written only when it is new or moved. */
+  async rememberServer(server: KnownServer): Promise<void> {
+    const old = this.#known.get(server.url)
+    if (old && old.dataCenter === server.dataCenter && old.rack === server.rack) return
+    this.#known.set(server.url, server)
+    await this.#db.put(`${SERVER_PREFIX}${server.url}`, JSON.stringify(server)).catch((err) => {
+      throw diskError(err, 'remember a data server')
+    })
+  }
+
+  async close(): Promise<void> {
+    await this.#writing
+    await this.#db.close()
+  }
+}
