@@ -63,3 +63,13 @@ export async function codeOf(p: Promise<unknown>): Promise<string> {
   }
   return 'resolved'
 }
+
+/** The code of the NeedleError fn throws, 'returned' if it throws nothing. */
+export function codeOfCall(fn: () => unknown): string {
+  try {
+    fn()
+  } catch (err) {
+    return isNeedleError(err) ? err.code : `non-NeedleError: ${String(err)}`
+  }
+  return 'returned'
+}
