@@ -171,3 +171,32 @@ export function median(values: number[]): number {
 export function fmt(n: number, digits = 0): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
 }
+
+export interface LocalCluster {
+  readonly master: ServerProcess
+  readonly dataServers: readonly ServerProcess[]
+  stop(): Promise<void>
+}
+
+/** A master and n data servers (one rack), each its own process, data under dir. */
+export async function startLocalCluster(dir: string, n: number, dataServerFlags: string[] = []): Promise<LocalCluster> {
+  const master = await startProcess(CLI, ['master', '--dir', join(dir, 'master'), '--port', '0'])
+  const dataServers: ServerProcess[] = []
+  try {
+    for (let i = 1; i <= n; i++) {
+      dataServers.push(await startDataServerProcess(join(dir, `dataserver${i}`), ['--master', master.url, '--heartbeat-interval-ms', '500', ...dataServerFlags]))
+    }
+    const deadline = Date.now() + 20_000
+    for (;;) {
+      const status = (await (await fetch(`${master.url}/dir/status`)).json()) as { Topology: { DataCenters: { Racks: { DataNodes: { Alive: boolean }[] }[] }[] } }
+      const alive = status.Topology.DataCenters.flatMap((d) => d.Racks.flatMap((r) => r.DataNodes)).filter((n) => n.Alive).length
+      if (alive === n) break
+      if (Date.now() > deadline) throw new Error(`only ${alive} of ${n} data servers registered`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  } catch (err) {
+    await Promise.all([master, ...dataServers].map((p) => p.stop()))
+    throw err
+  }
+  return { master, dataServers, stop: () => Promise.all([...dataServers, master].map((p) => p.stop())).then(() => {}) }
+}

@@ -8,6 +8,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const all = {
   get: ['dist/bench/get.js'],
   put: ['dist/bench/put.js'],
+  put3: ['dist/bench/put-replicated.js'],
+  redirect: ['dist/bench/get-redirect.js'],
   index: ['--expose-gc', 'dist/bench/index-memory.js'],
   load: ['dist/bench/volume-load.js'],
 }

@@ -17,6 +17,7 @@ import { NeedleError, isNeedleError } from '../common/errors.js'
 import { formatFid } from '../common/fid.js'
 import { answerError, answerJson, callPeer, createPeerAgent, originOf } from '../common/peer.js'
 import { copyCount, formatPlacement, placementFromByte } from '../common/placement.js'
+import { KIND_DELETE, encodeOp, type ReplicaOp } from './replica-batch.js'
 import type { Store } from './store.js'
 
 export interface ClusterLinkOptions {
@@ -32,7 +33,7 @@ export interface ClusterLinkOptions {
 }
 
 /** What a replica answered to a forwarded request. */
-export interface ForwardOutcome {
+export interface ReplicaOutcome {
   readonly peer: string
   /** True when the peer took it; false with a definite refusal (4xx); undefined when unknown. */
   readonly stored: boolean | undefined
@@ -50,6 +51,35 @@ export interface Location {
   readonly publicUrl: string
 }
 
+/** A replication batch carries at most this many bytes (or one record, if that is larger). */
+export const REPLICATE_BATCH_BYTES_MAX = 8 * 1024 * 1024
+export const REPLICATE_BATCH_OPS_MAX = 1024
+/** Bytes and records queued for one peer at most; past it a write fails at once. */
+const REPLICATE_QUEUE_BYTES_MAX = 256 * 1024 * 1024
+const REPLICATE_QUEUE_OPS_MAX = 16 * 1024
+
+interface QueuedOp {
+  readonly chunks: Buffer[]
+  readonly bytes: number
+  readonly deadlineMs: number
+  readonly resolve: (outcome: ReplicaOutcome) => void
+}
+
+/** What is waiting to go to one peer; one batch is in flight at a time, so order is kept. */
+interface PeerStream {
+  readonly queue: QueuedOp[]
+  bytes: number
+  sending: boolean
+}
+
+/** One result per record of a batch, in order. */
+export interface ReplicaResult {
+  readonly status: number
+  readonly size?: number
+  readonly code?: string
+  readonly error?: string
+}
+
 const LOOKUP_TTL_MS = 5000
 const LOOKUPS_KEPT = 4096
 const RECONCILE_BATCH = 256
@@ -63,6 +93,7 @@ export class ClusterLink {
   readonly #pending = new Map<number, Map<string, PendingKey>>()
   #pendingCount = 0
   readonly #lookups = new Map<number, { locations: Location[]; expiresMs: number }>()
+  readonly #streams = new Map<string, PeerStream>()
   #timer: NodeJS.Timeout | undefined
   #beating: Promise<void> | undefined
   #beatAgain = false
@@ -142,25 +173,78 @@ export class ClusterLink {
   }
 
   /**
-   * Sends a write or delete to one replica, marked as replication so that it goes no further.
-   * A 2xx answer is stored; 4xx a definite refusal; anything else (5xx, no answer in time) is
-   * unknown: the replica may or may not have it.
+   * Sends a write or delete to one replica, in the next batch to it. A 2xx result is stored; a
+   * 4xx a definite refusal; anything else (5xx, no answer in time) is unknown: the replica may
+   * or may not have it. A record still queued at its deadline is never sent (refused).
    */
-  async forward(peer: string, method: 'POST' | 'DELETE', path: string, body: Buffer | undefined, headers: Record<string, string>): Promise<ForwardOutcome> {
-    const sep = path.includes('?') ? '&' : '?'
-    try {
-      const answer = await callPeer(this.#agent, `${originOf(peer)}${path}${sep}type=replicate`, {
-        method,
-        headers: { ...headers, ...secretHeaders(this.#opts.secret) },
-        ...(body ? { body } : {}),
-        timeoutMs: this.#opts.replicateTimeoutMs,
-      })
-      if (answer.statusCode >= 200 && answer.statusCode < 300) return { peer, stored: true }
-      const { error } = answerError(answer)
-      return { peer, stored: answer.statusCode < 500 ? false : undefined, error: `${answer.statusCode} ${error}` }
-    } catch (err) {
-      return { peer, stored: undefined, error: (err as Error).message }
+  replicate(peer: string, op: ReplicaOp): Promise<ReplicaOutcome> {
+    let stream = this.#streams.get(peer)
+    if (!stream) this.#streams.set(peer, (stream = { queue: [], bytes: 0, sending: false }))
+    const chunks = encodeOp(op)
+    const bytes = chunks.reduce((n, c) => n + c.length, 0)
+    if (stream.bytes + bytes > REPLICATE_QUEUE_BYTES_MAX || stream.queue.length >= REPLICATE_QUEUE_OPS_MAX) {
+      return Promise.resolve({ peer, stored: false, error: `the replication queue to ${peer} is full` })
     }
+    return new Promise<ReplicaOutcome>((resolve) => {
+      stream.queue.push({ chunks, bytes, deadlineMs: Date.now() + this.#opts.replicateTimeoutMs, resolve })
+      stream.bytes += bytes
+      if (!stream.sending) void this.#pump(peer, stream)
+    })
+  }
+
+  async #pump(peer: string, stream: PeerStream): Promise<void> {
+    stream.sending = true
+    try {
+      // Let the writes that arrive in the same turn of the event loop join the first batch.
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      while (stream.queue.length > 0) {
+        const now = Date.now()
+        const batch: QueuedOp[] = []
+        let bytes = 0
+        while (stream.queue.length > 0 && batch.length < REPLICATE_BATCH_OPS_MAX) {
+          const next = stream.queue[0]!
+          if (batch.length > 0 && bytes + next.bytes > REPLICATE_BATCH_BYTES_MAX) break
+          stream.queue.shift()
+          stream.bytes -= next.bytes
+          if (next.deadlineMs <= now) {
+            next.resolve({ peer, stored: false, error: `not sent: ${peer} did not take the batches before it in time` })
+            continue
+          }
+          batch.push(next)
+          bytes += next.bytes
+        }
+        if (batch.length > 0) await this.#sendBatch(peer, batch, Math.max(1, Math.min(...batch.map((q) => q.deadlineMs)) - now))
+      }
+    } finally {
+      stream.sending = false
+    }
+  }
+
+  async #sendBatch(peer: string, batch: QueuedOp[], timeoutMs: number): Promise<void> {
+    let results: ReplicaResult[]
+    try {
+      const answer = await callPeer(this.#agent, `${originOf(peer)}/admin/replicate`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/octet-stream', ...secretHeaders(this.#opts.secret) },
+        body: Buffer.concat(batch.flatMap((q) => q.chunks)),
+        timeoutMs,
+      })
+      if (answer.statusCode !== 200) {
+        const { error } = answerError(answer)
+        for (const q of batch) q.resolve({ peer, stored: answer.statusCode < 500 ? false : undefined, error: `${answer.statusCode} ${error}` })
+        return
+      }
+      results = answerJson<{ results: ReplicaResult[] }>(answer, peer).results
+      if (!Array.isArray(results) || results.length !== batch.length) throw new NeedleError('NS_ERR_BAD_GATEWAY', `${peer} answered ${results?.length} results for ${batch.length} records`)
+    } catch (err) {
+      for (const q of batch) q.resolve({ peer, stored: undefined, error: (err as Error).message })
+      return
+    }
+    batch.forEach((q, i) => {
+      const r = results[i]!
+      if (r.status >= 200 && r.status < 300) q.resolve({ peer, stored: true })
+      else q.resolve({ peer, stored: r.status < 500 ? false : undefined, error: `${r.status} ${r.error ?? ''}` })
+    })
   }
 
   /**
@@ -208,7 +292,8 @@ export class ClusterLink {
               () => true,
               (err) => isNeedleError(err) && err.statusCode < 500,
             )
-            const remote = await Promise.all(peers.map((p) => this.forward(p, 'DELETE', `/${id}`, undefined, {})))
+            const op: ReplicaOp = { kind: KIND_DELETE, volumeId, ...k }
+            const remote = await Promise.all(peers.map((p) => this.replicate(p, op)))
             if (local && remote.every((r) => r.stored !== undefined)) {
               keys.delete(id)
               this.#pendingCount--

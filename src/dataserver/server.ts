@@ -12,7 +12,8 @@ import { formatFid, parseFidPath, parseVolumeId, type FidPath, type FileId } fro
 import { isCollectionName } from '../common/format.js'
 import { originOf } from '../common/peer.js'
 import { bearerOf, verifyToken } from '../common/token.js'
-import { ClusterLink, type ForwardOutcome } from './cluster.js'
+import { ClusterLink, REPLICATE_BATCH_BYTES_MAX, REPLICATE_BATCH_OPS_MAX, type ReplicaOutcome, type ReplicaResult } from './cluster.js'
+import { KIND_DELETE, KIND_WRITE, decodeOps, type ReplicaOp } from './replica-batch.js'
 import { toErrorResponse } from '../common/http-errors.js'
 import { OCTET_STREAM, essence, isActiveContent, mimeFromName } from '../common/mime.js'
 import { formatPlacement, parsePlacement, placementFromByte, placementToByte } from '../common/placement.js'
@@ -400,9 +401,19 @@ async function writeFile(server: DataServer, req: FastifyRequest, reply: Fastify
     await write()
   } else {
     // Replicas get the parsed file, so that each stores the same name, type and time.
-    const headers: Record<string, string> = { 'content-type': upload.mime ?? OCTET_STREAM, 'content-md5': md5.toString('base64') }
-    const forwardPath = `/${formatFid(fid)}?lm=${lastModifiedMs}${upload.name !== undefined ? `&filename=${encodeURIComponent(upload.name)}` : ''}`
-    await replicated(server, fid, write(), peers.map((peer) => server.cluster.forward(peer, 'POST', forwardPath, upload.data, headers)))
+    const op: ReplicaOp = {
+      kind: KIND_WRITE,
+      volumeId: fid.volumeId,
+      cookie: fid.cookie,
+      keyHi: fid.keyHi,
+      keyLo: fid.keyLo,
+      data: upload.data,
+      lastModifiedMs,
+      md5,
+      ...(upload.name !== undefined ? { name: upload.name } : {}),
+      ...(upload.mime !== undefined ? { mime: upload.mime } : {}),
+    }
+    await replicated(server, fid, write(), peers.map((peer) => server.cluster.replicate(peer, op)))
   }
   const eTag = md5.toString('hex')
   reply.header('etag', `"${eTag}"`)
@@ -428,9 +439,9 @@ function lastModifiedOf(query: Record<string, string | undefined>, replica: bool
  * nothing was stored anywhere, the request's own error (a wrong cookie, a full volume) stands;
  * when some copies may hold it, the key goes on the reconcile list and the write fails.
  */
-async function replicated(server: DataServer, fid: FileId, local: Promise<unknown>, forwards: Promise<ForwardOutcome>[]): Promise<void> {
+async function replicated(server: DataServer, fid: FileId, local: Promise<unknown>, forwards: Promise<ReplicaOutcome>[]): Promise<void> {
   const [localResult, ...settled] = await Promise.allSettled([local, ...forwards])
-  const outcomes = settled.map((r) => (r as PromiseFulfilledResult<ForwardOutcome>).value)
+  const outcomes = settled.map((r) => (r as PromiseFulfilledResult<ReplicaOutcome>).value)
   const localOk = localResult!.status === 'fulfilled'
   if (localOk && outcomes.every((o) => o.stored === true)) return
   if (!localOk && outcomes.every((o) => o.stored === false)) throw (localResult as PromiseRejectedResult).reason
@@ -438,6 +449,31 @@ async function replicated(server: DataServer, fid: FileId, local: Promise<unknow
   const why = outcomes.filter((o) => o.stored !== true).map((o) => `${o.peer}: ${o.error}`)
   if (!localOk) why.unshift(`this server: ${((localResult as PromiseRejectedResult).reason as Error).message}`)
   throw new NeedleError('NS_ERR_REPLICATION_FAILED', `${formatFid(fid)} did not reach every copy (${why.join('; ')}); the partial copies are being removed`)
+}
+
+async function applyReplicaOp(server: DataServer, op: ReplicaOp): Promise<ReplicaResult> {
+  try {
+    const volume = server.store.volume(op.volumeId)
+    if (op.kind === KIND_DELETE) return { status: 202, size: (await volume.delete(op.keyHi, op.keyLo, op.cookie)).size }
+    const data = op.data ?? Buffer.alloc(0)
+    if (op.md5 && !createHash('md5').update(data).digest().equals(op.md5)) {
+      throw new NeedleError('NS_ERR_BAD_REQUEST', 'the data does not match its MD5: damaged on the way')
+    }
+    await volume.write({
+      cookie: op.cookie,
+      keyHi: op.keyHi,
+      keyLo: op.keyLo,
+      data,
+      ...(op.name !== undefined ? { name: op.name } : {}),
+      ...(op.mime !== undefined ? { mime: op.mime } : {}),
+      ...(op.lastModifiedMs !== undefined ? { lastModifiedMs: op.lastModifiedMs } : {}),
+      ...(op.md5 ? { md5: op.md5 } : {}),
+    })
+    return { status: 201, size: data.length }
+  } catch (err) {
+    const { statusCode, body } = toErrorResponse(err)
+    return { status: statusCode, code: body.code, error: body.error }
+  }
 }
 
 async function deleteFile(server: DataServer, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
@@ -449,7 +485,8 @@ async function deleteFile(server: DataServer, req: FastifyRequest, reply: Fastif
   const peers = replica ? [] : server.cluster.peersFor(fid.volumeId, volume.placement, 'delete')
   const local = volume.delete(fid.keyHi, fid.keyLo, fid.cookie)
   if (peers.length > 0) {
-    await replicated(server, fid, local, peers.map((peer) => server.cluster.forward(peer, 'DELETE', `/${formatFid(fid)}`, undefined, {})))
+    const op: ReplicaOp = { kind: KIND_DELETE, volumeId: fid.volumeId, cookie: fid.cookie, keyHi: fid.keyHi, keyLo: fid.keyLo }
+    await replicated(server, fid, local, peers.map((peer) => server.cluster.replicate(peer, op)))
   }
   const { size } = await local
   return reply.code(202).send({ size })
@@ -519,6 +556,14 @@ function registerAdminRoutes(server: DataServer): void {
       void server.cluster.beat()
       return reply.code(201).send({ volume: volume.id, replication: formatPlacement(placement), collection })
     },
+  })
+  // A batch of writes and deletes from the data server that took them (see replica-batch.ts).
+  app.post('/admin/replicate', { preHandler: guard, bodyLimit: REPLICATE_BATCH_BYTES_MAX + options.fileBytesMax + 64 * 1024 }, async (req) => {
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0)
+    const ops = decodeOps(body, REPLICATE_BATCH_OPS_MAX)
+    // Started in order, so that two records for one key apply in the order they were sent.
+    const results = await Promise.all(ops.map((op) => applyReplicaOp(server, op)))
+    return { results }
   })
   // Deletes a volume and its files: the master undoing a growth that did not reach every copy.
   app.post('/admin/volume/delete', { preHandler: guard }, async (req) => {
