@@ -1,6 +1,7 @@
 /** The cluster secret on internal and admin routes: `Authorization: Bearer <secret>`. */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { NeedleError } from './errors.js'
+import { bearerOf } from './token.js'
 
 function digest(text: string): Buffer {
   return createHash('sha256').update(text).digest()
@@ -9,7 +10,7 @@ function digest(text: string): Buffer {
 /** True when the header carries the secret, or no secret is set. */
 export function hasSecret(secret: string | undefined, authorization: string | undefined): boolean {
   if (secret === undefined) return true
-  const given = authorization?.startsWith('Bearer ') ? authorization.slice(7) : undefined
+  const given = bearerOf(authorization)
   return given !== undefined && timingSafeEqual(digest(given), digest(secret))
 }
 

@@ -60,7 +60,10 @@ export function verifyToken(secret: string, token: string | undefined, fid: stri
   if (claims.fid !== tokenSubject(fid)) throw unauthorized(`the token is for another file id`)
 }
 
-/** The token from `Authorization: Bearer <token>` or a `jwt` query parameter. */
+/**
+ * The credential of `Authorization: Bearer <token>`. The scheme is case-insensitive (RFC 9110
+ * §11.1): SeaweedFS's own client sends `BEARER`.
+ */
 export function bearerOf(authorization: string | undefined): string | undefined {
-  return authorization?.startsWith('Bearer ') ? authorization.slice(7) : undefined
+  return authorization !== undefined && /^bearer /i.test(authorization) ? authorization.slice(7).trim() : undefined
 }

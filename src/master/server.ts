@@ -242,17 +242,18 @@ export async function createMaster(input: MasterInput): Promise<Master> {
     if (!text) throw new NeedleError('NS_ERR_BAD_REQUEST', 'the query parameter volumeId is required')
     const isFid = text.includes(',')
     const volumeId = isFid ? parseFid(text).volumeId : parseVolumeId(text)
+    // As SeaweedFS does, the answer names the volume even when a fid was asked for.
     try {
       const locations = locate(volumeId)
       return {
-        volumeOrFileId: text,
+        volumeOrFileId: String(volumeId),
         volumeId: String(volumeId),
         locations,
         ...(isFid && options.secret !== undefined ? { auth: signToken(options.secret, text, options.tokenTtlSeconds, options.now()) } : {}),
       }
     } catch (err) {
       if (!isNeedleError(err) || err.code !== 'NS_ERR_VOLUME_NOT_FOUND') throw err
-      return reply.code(404).send({ volumeOrFileId: text, error: err.message, code: err.code })
+      return reply.code(404).send({ volumeOrFileId: String(volumeId), error: err.message, code: err.code })
     }
   })
 
