@@ -69,7 +69,7 @@ export const devCommand: CommandModule<object, DevArgs> = {
       .option('dir', { type: 'string', default: 'data', describe: 'directory for all data' })
       .option('host', { type: 'string', default: '127.0.0.1', describe: 'address every server listens on' })
       .option('master-port', { type: 'number', default: 9333, describe: 'port of the master' })
-      .option('port', { type: 'number', default: 8080, describe: 'port of the first data server; the others follow' })
+      .option('port', { type: 'number', default: 8080, describe: 'port of the first data server; the others follow (0: any free ports)' })
       .option('data-servers', { type: 'number', default: 3, describe: 'data servers to run' })
       .option('secret', { type: 'string', describe: 'cluster secret (none: everything is open on loopback)' }) as unknown as Argv<DevArgs>,
   handler: async (args: ArgumentsCamelCase<DevArgs>) => {
@@ -101,7 +101,7 @@ export const devCommand: CommandModule<object, DevArgs> = {
       const dir = join(args.dir, `dataserver${i}`)
       await mkdir(dir, { recursive: true })
       const server = runChild(`dataserver${i}`, [
-        'dataserver', '--dir', dir, '--host', args.host, '--port', String(args.port + i - 1), '--master', masterUrl, ...secret,
+        'dataserver', '--dir', dir, '--host', args.host, '--port', String(args.port === 0 ? 0 : args.port + i - 1), '--master', masterUrl, ...secret,
       ])
       children.push(server)
       servers.push(server)
@@ -110,7 +110,7 @@ export const devCommand: CommandModule<object, DevArgs> = {
     const urls = await Promise.all(servers.map((s) => s.url))
     process.stdout.write(
       [
-        `needlestore local cluster: master ${masterUrl}, data servers ${urls.join(', ')} (data in ${args.dir})`,
+        `needlestore local cluster: master ${masterUrl}, data servers ${urls.join(', ')} (data in ${args.dir}; pids ${children.map((c) => c.process.pid).join(', ')})`,
         `  store:     curl -F file=@photo.jpg ${masterUrl}/submit`,
         `  assign:    curl ${masterUrl}/dir/assign      then  curl -F file=@photo.jpg http://<url>/<fid>`,
         `  fetch:     curl -L ${masterUrl}/<fid>`,
