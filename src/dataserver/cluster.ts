@@ -35,8 +35,11 @@ export interface ClusterLinkOptions {
 /** What a replica answered to a forwarded request. */
 export interface ReplicaOutcome {
   readonly peer: string
-  /** True when the peer took it; false with a definite refusal (4xx); undefined when unknown. */
+  /** True when the peer took it; false when it surely did not (refused, or never sent);
+   *  undefined when unknown. */
   readonly stored: boolean | undefined
+  /** True when the peer itself answered for this record (took it or refused it). */
+  readonly answered: boolean
   readonly error?: string
 }
 
@@ -80,8 +83,7 @@ export interface ReplicaResult {
   readonly error?: string
 }
 
-const LOOKUP_TTL_MS = 5000
-const LOOKUPS_KEPT = 4096
+const LOOKUPS_IN_FLIGHT_MAX = 1024
 const RECONCILE_BATCH = 256
 
 export class ClusterLink {
@@ -92,7 +94,8 @@ export class ClusterLink {
   readonly #peers = new Map<number, readonly string[]>()
   readonly #pending = new Map<number, Map<string, PendingKey>>()
   #pendingCount = 0
-  readonly #lookups = new Map<number, { locations: Location[]; expiresMs: number }>()
+  /** Lookups at the master in flight, by volume. */
+  readonly #lookups = new Map<number, Promise<Location[]>>()
   readonly #streams = new Map<string, PeerStream>()
   #timer: NodeJS.Timeout | undefined
   #beating: Promise<void> | undefined
@@ -146,6 +149,22 @@ export class ClusterLink {
     this.#peers.set(volumeId, locations.filter((l) => l !== this.#self))
   }
 
+  /**
+   * Takes the master's list of a volume's other copies. The master may know fewer copies than
+   * there are (it restarted, or a volume was just created and not every copy has reported):
+   * such a list never replaces one that names every copy the placement asks for. Both are safe
+   * (a write goes to every listed copy or is refused), but the shorter one refuses writes.
+   */
+  #updatePeers(volumeId: number, peers: string[]): void {
+    const volume = this.#store.get(volumeId)
+    if (!volume) return
+    const needed = copyCount(placementFromByte(volume.placement)) - 1
+    const current = this.#peers.get(volumeId)
+    if (peers.length >= needed || current === undefined || current.length < Math.min(needed, peers.length + 1)) {
+      this.#peers.set(volumeId, peers)
+    }
+  }
+
   forget(volumeId: number): void {
     this.#peers.delete(volumeId)
     this.#pending.delete(volumeId)
@@ -183,7 +202,7 @@ export class ClusterLink {
     const chunks = encodeOp(op)
     const bytes = chunks.reduce((n, c) => n + c.length, 0)
     if (stream.bytes + bytes > REPLICATE_QUEUE_BYTES_MAX || stream.queue.length >= REPLICATE_QUEUE_OPS_MAX) {
-      return Promise.resolve({ peer, stored: false, error: `the replication queue to ${peer} is full` })
+      return Promise.resolve({ peer, stored: false, answered: false, error: `the replication queue to ${peer} is full` })
     }
     return new Promise<ReplicaOutcome>((resolve) => {
       stream.queue.push({ chunks, bytes, deadlineMs: Date.now() + this.#opts.replicateTimeoutMs, resolve })
@@ -207,7 +226,7 @@ export class ClusterLink {
           stream.queue.shift()
           stream.bytes -= next.bytes
           if (next.deadlineMs <= now) {
-            next.resolve({ peer, stored: false, error: `not sent: ${peer} did not take the batches before it in time` })
+            next.resolve({ peer, stored: false, answered: false, error: `not sent: ${peer} did not take the batches before it in time` })
             continue
           }
           batch.push(next)
@@ -231,19 +250,20 @@ export class ClusterLink {
       })
       if (answer.statusCode !== 200) {
         const { error } = answerError(answer)
-        for (const q of batch) q.resolve({ peer, stored: answer.statusCode < 500 ? false : undefined, error: `${answer.statusCode} ${error}` })
+        const refused = answer.statusCode < 500
+        for (const q of batch) q.resolve({ peer, stored: refused ? false : undefined, answered: refused, error: `${answer.statusCode} ${error}` })
         return
       }
       results = answerJson<{ results: ReplicaResult[] }>(answer, peer).results
       if (!Array.isArray(results) || results.length !== batch.length) throw new NeedleError('NS_ERR_BAD_GATEWAY', `${peer} answered ${results?.length} results for ${batch.length} records`)
     } catch (err) {
-      for (const q of batch) q.resolve({ peer, stored: undefined, error: (err as Error).message })
+      for (const q of batch) q.resolve({ peer, stored: undefined, answered: false, error: (err as Error).message })
       return
     }
     batch.forEach((q, i) => {
       const r = results[i]!
-      if (r.status >= 200 && r.status < 300) q.resolve({ peer, stored: true })
-      else q.resolve({ peer, stored: r.status < 500 ? false : undefined, error: `${r.status} ${r.error ?? ''}` })
+      if (r.status >= 200 && r.status < 300) q.resolve({ peer, stored: true, answered: true })
+      else q.resolve({ peer, stored: r.status < 500 ? false : undefined, answered: r.status < 500, error: `${r.status} ${r.error ?? ''}` })
     })
   }
 
@@ -294,7 +314,9 @@ export class ClusterLink {
             )
             const op: ReplicaOp = { kind: KIND_DELETE, volumeId, ...k }
             const remote = await Promise.all(peers.map((p) => this.replicate(p, op)))
-            if (local && remote.every((r) => r.stored !== undefined)) {
+            // A copy that refused the delete (no such volume there) has nothing to remove; one
+            // that never answered has not confirmed.
+            if (local && remote.every((r) => r.answered)) {
               keys.delete(id)
               this.#pendingCount--
             }
@@ -362,7 +384,7 @@ export class ClusterLink {
       if (answer.statusCode !== 200) throw new NeedleError('NS_ERR_BAD_GATEWAY', `the master answered ${answer.statusCode}: ${answerError(answer).error}`)
       const { peers } = answerJson<{ peers?: Record<string, string[]> }>(answer, 'the master')
       for (const [id, urls] of Object.entries(peers ?? {})) {
-        if (Array.isArray(urls)) this.#peers.set(Number(id), urls.filter((u) => typeof u === 'string' && u !== this.#self))
+        if (Array.isArray(urls)) this.#updatePeers(Number(id), urls.filter((u) => typeof u === 'string' && u !== this.#self))
       }
       this.#lastBeatMs = Date.now()
       if (this.#masterReachable !== true) this.#opts.log(`registered with the master at ${this.#opts.master} as ${this.#self}`)
@@ -376,17 +398,28 @@ export class ClusterLink {
   // ------------------------------------------------------------------------------------------
   // Lookups, for redirecting reads of volumes this server does not hold.
 
-  /** Live copies of a volume held elsewhere, as the master says (cached briefly). */
-  async lookup(volumeId: number): Promise<Location[]> {
-    if (!this.#opts.master) return []
-    const now = Date.now()
-    const cached = this.#lookups.get(volumeId)
-    if (cached && cached.expiresMs > now) return cached.locations
+  /**
+   * Live copies of a volume held elsewhere, as the master says now. Nothing is cached, so a
+   * redirect never names a server the master has marked dead; concurrent lookups of one volume
+   * share one call.
+   */
+  lookup(volumeId: number): Promise<Location[]> {
+    if (!this.#opts.master) return Promise.resolve([])
+    let running = this.#lookups.get(volumeId)
+    if (!running) {
+      if (this.#lookups.size >= LOOKUPS_IN_FLIGHT_MAX) {
+        return Promise.reject(new NeedleError('NS_ERR_OVERLOADED', 'too many lookups at the master in flight'))
+      }
+      running = this.#askMaster(volumeId).finally(() => this.#lookups.delete(volumeId))
+      this.#lookups.set(volumeId, running)
+    }
+    return running
+  }
+
+  async #askMaster(volumeId: number): Promise<Location[]> {
     const answer = await callPeer(this.#agent, `${this.#opts.master}/dir/lookup?volumeId=${volumeId}`, { timeoutMs: this.#opts.replicateTimeoutMs })
-    const locations = answer.statusCode === 200 ? (answerJson<{ locations?: Location[] }>(answer, 'the master').locations ?? []).filter((l) => l.url !== this.#self) : []
-    if (this.#lookups.size >= LOOKUPS_KEPT) this.#lookups.clear()
-    this.#lookups.set(volumeId, { locations, expiresMs: now + LOOKUP_TTL_MS })
-    return locations
+    if (answer.statusCode !== 200) return []
+    return (answerJson<{ locations?: Location[] }>(answer, 'the master').locations ?? []).filter((l) => l.url !== this.#self)
   }
 
   async close(): Promise<void> {
