@@ -4,8 +4,7 @@
  * data servers call.
  */
 import { randomInt } from 'node:crypto'
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import type { Agent } from 'undici'
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import { checkSecret, secretHeaders } from '../common/auth.js'
 import { NeedleError, isNeedleError } from '../common/errors.js'
 import { formatFid, parseFid, parseFidPath, parseVolumeId } from '../common/fid.js'
@@ -211,9 +210,13 @@ export async function createMaster(input: MasterInput): Promise<Master> {
     handler: async (req) => assign(req.query as Record<string, string | undefined>),
   })
 
+  /** Operator routes that change the cluster need the secret when one is set. */
+  const operator = async (req: FastifyRequest) => checkSecret(options.secret, req.headers.authorization)
+
   app.route({
     method: ['GET', 'POST'],
     url: '/vol/grow',
+    preHandler: operator,
     handler: async (req) => {
       const q = req.query as Record<string, string | undefined>
       const count = q.count === undefined ? options.volumeGrowthCount : Number(q.count)
@@ -319,8 +322,7 @@ export async function createMaster(input: MasterInput): Promise<Master> {
   // --------------------------------------------------------------------------------------------
   // Heartbeats.
 
-  app.post('/cluster/heartbeat', async (req) => {
-    checkSecret(options.secret, req.headers.authorization)
+  app.post('/cluster/heartbeat', { preHandler: operator }, async (req) => {
     const hb = parseHeartbeat(req.body)
     const isNew = topology.node(hb.url) === undefined
     const wasDead = topology.node(hb.url)?.alive === false
@@ -342,6 +344,7 @@ export async function createMaster(input: MasterInput): Promise<Master> {
   app.route({
     method: ['GET', 'POST'],
     url: '/vol/vacuum',
+    preHandler: operator,
     handler: async (req) => {
       const q = req.query as Record<string, string | undefined>
       const threshold = q.garbageThreshold === undefined ? 0.3 : Number(q.garbageThreshold)

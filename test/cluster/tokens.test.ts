@@ -199,6 +199,14 @@ t.test('with a secret: writes and deletes need the fid\'s token, reads need none
     const heartbeatWrong = await call('POST', `${cluster.masterUrl}/cluster/heartbeat`, { body: '{}', headers: { 'content-type': 'application/json', ...bearer('not-the-secret') } })
     expectUnauthorized(t, heartbeatWrong, 'POST /cluster/heartbeat with a wrong secret')
 
+    for (const route of ['/vol/grow?count=1', '/vol/vacuum']) {
+      expectUnauthorized(t, await call('POST', `${cluster.masterUrl}${route}`), `POST ${route} on the master without the secret`)
+    }
+    const grown = await call('POST', `${cluster.masterUrl}/vol/grow?count=1&replication=000`, { headers: bearer(SECRET) })
+    t.equal(grown.status, 200, `POST /vol/grow with the secret: 200 (${grown.text})`)
+    const batch = await call('POST', `${ds}/admin/replicate`, { body: Buffer.alloc(0) })
+    expectUnauthorized(t, batch, 'POST /admin/replicate without the secret')
+
     const volume = await call('POST', `${ds}/admin/assign_volume?volume=99`)
     expectUnauthorized(t, volume, 'POST /admin/assign_volume without the secret')
     const volumeWithToken = await call('POST', `${ds}/admin/assign_volume?volume=99`, { headers: bearer(a.auth) })

@@ -25,10 +25,6 @@ function rng(seed: number): () => number {
   return () => Math.floor(next() * 0x1_0000_0000)
 }
 
-interface Stored {
-  input: WriteInput
-}
-
 function makeFiles(count: number, seed: number, sizeMax: number): WriteInput[] {
   const next = rng(seed)
   const files: WriteInput[] = []
