@@ -37,3 +37,8 @@ export function formatPlacement(p: Placement): string {
 export function copyCount(p: Placement): number {
   return 1 + p.otherDataCenters + p.otherRacks + p.sameRack
 }
+
+/** copyCount of a placement in its superblock byte, with arithmetic only (the write path asks). */
+export function copyCountOfByte(byte: number): number {
+  return 1 + Math.floor(byte / 100) + (Math.floor(byte / 10) % 10) + (byte % 10)
+}

@@ -16,7 +16,7 @@ import { secretHeaders } from '../common/auth.js'
 import { NeedleError, isNeedleError } from '../common/errors.js'
 import { formatFid } from '../common/fid.js'
 import { answerError, answerJson, callPeer, createPeerAgent, originOf } from '../common/peer.js'
-import { copyCount, formatPlacement, placementFromByte } from '../common/placement.js'
+import { copyCountOfByte, formatPlacement, placementFromByte } from '../common/placement.js'
 import { KIND_DELETE, encodeOp, type ReplicaOp } from './replica-batch.js'
 import type { Store } from './store.js'
 
@@ -114,10 +114,6 @@ export class ClusterLink {
     this.#agent = createPeerAgent({ connections: 128 })
   }
 
-  get master(): string | undefined {
-    return this.#opts.master
-  }
-
   /** Milliseconds since the last heartbeat the master answered (Infinity: none yet). */
   get heartbeatAgeMs(): number {
     return this.#lastBeatMs === 0 ? Infinity : Date.now() - this.#lastBeatMs
@@ -158,7 +154,7 @@ export class ClusterLink {
   #updatePeers(volumeId: number, peers: string[]): void {
     const volume = this.#store.get(volumeId)
     if (!volume) return
-    const needed = copyCount(placementFromByte(volume.placement)) - 1
+    const needed = copyCountOfByte(volume.placement) - 1
     const current = this.#peers.get(volumeId)
     if (peers.length >= needed || current === undefined || current.length < Math.min(needed, peers.length + 1)) {
       this.#peers.set(volumeId, peers)
@@ -167,6 +163,7 @@ export class ClusterLink {
 
   forget(volumeId: number): void {
     this.#peers.delete(volumeId)
+    this.#pendingCount -= this.#pending.get(volumeId)?.size ?? 0
     this.#pending.delete(volumeId)
   }
 
@@ -179,7 +176,7 @@ export class ClusterLink {
     if (op === 'write' && !this.isHealthy(volumeId)) {
       throw new NeedleError('NS_ERR_VOLUME_UNAVAILABLE', `volume ${volumeId} takes no writes until a failed replicated write is reconciled on every copy`)
     }
-    const copies = copyCount(placementFromByte(placement))
+    const copies = copyCountOfByte(placement)
     if (copies === 1) return []
     const peers = this.#peers.get(volumeId) ?? []
     if (peers.length + 1 < copies) {

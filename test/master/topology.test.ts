@@ -1,6 +1,7 @@
 import t from 'tap'
 import { Topology, type Heartbeat, type VolumeReport } from '../../src/master/topology.js'
 import { codeOfCall } from '../helpers/volume.js'
+import { copyCount, copyCountOfByte, parsePlacement, placementToByte } from '../../src/common/placement.js'
 
 function clock() {
   let now = 1_000_000
@@ -90,4 +91,12 @@ t.test('a volume is writable only with every copy alive, writable, healthy and b
   t.same(topo.volume(7)!.nodes.map((n) => n.url).sort(), ['a', 'b', 'c'], 'but it stays listed')
   beat('c')
   t.same(topo.writable('002', ''), [7], 'a server that comes back is re-admitted with what it holds')
+})
+
+t.test('copies of a placement, from its string or its superblock byte', async (t) => {
+  for (const text of ['000', '001', '002', '010', '100', '111', '209', '999']) {
+    const p = parsePlacement(text)
+    t.equal(copyCountOfByte(placementToByte(p)), copyCount(p), text)
+  }
+  t.equal(copyCount(parsePlacement('002')), 3)
 })
