@@ -85,6 +85,7 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
         },
       ),
   })
+  let closing: Promise<void> | undefined
   const server: DataServer = {
     app,
     store,
@@ -92,10 +93,13 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
     metrics,
     cluster,
     url: '',
-    async close() {
-      await cluster.close()
-      await app.close()
-      await store.close()
+    close() {
+      closing ??= (async () => {
+        await cluster.close()
+        await app.close()
+        await store.close()
+      })()
+      return closing
     },
   }
   app.removeAllContentTypeParsers()

@@ -60,17 +60,21 @@ export async function createMaster(input: MasterInput): Promise<Master> {
   }, Math.max(50, Math.min(1000, Math.floor(options.deadAfterMs / 4))))
   sweeper.unref()
 
+  let closing: Promise<void> | undefined
   const master: Master = {
     app,
     options,
     topology,
     metrics,
     url: '',
-    async close() {
-      clearInterval(sweeper)
-      await app.close()
-      await agent.close()
-      await state.close()
+    close() {
+      closing ??= (async () => {
+        clearInterval(sweeper)
+        await app.close()
+        await agent.close()
+        await state.close()
+      })()
+      return closing
     },
   }
 
