@@ -389,35 +389,23 @@ async function writeFile(server: DataServer, req: FastifyRequest, reply: Fastify
     throw new NeedleError('NS_ERR_BAD_REQUEST', 'Content-MD5 does not match the body')
   }
   const lastModifiedMs = lastModifiedOf(query, replica) ?? server.options.now()
-  const write = () =>
-    volume.write({
-      cookie: fid.cookie,
-      keyHi: fid.keyHi,
-      keyLo: fid.keyLo,
-      data: upload.data,
-      ...(upload.name !== undefined ? { name: upload.name } : {}),
-      ...(upload.mime !== undefined ? { mime: upload.mime } : {}),
-      lastModifiedMs,
-      md5,
-    })
+  const input = {
+    cookie: fid.cookie,
+    keyHi: fid.keyHi,
+    keyLo: fid.keyLo,
+    data: upload.data,
+    lastModifiedMs,
+    md5,
+    ...(upload.name !== undefined ? { name: upload.name } : {}),
+    ...(upload.mime !== undefined ? { mime: upload.mime } : {}),
+  }
   const peers = replica ? [] : server.cluster.peersFor(fid.volumeId, volume.placement, 'write')
   if (peers.length === 0) {
-    await write()
+    await volume.write(input)
   } else {
     // Replicas get the parsed file, so that each stores the same name, type and time.
-    const op: ReplicaOp = {
-      kind: KIND_WRITE,
-      volumeId: fid.volumeId,
-      cookie: fid.cookie,
-      keyHi: fid.keyHi,
-      keyLo: fid.keyLo,
-      data: upload.data,
-      lastModifiedMs,
-      md5,
-      ...(upload.name !== undefined ? { name: upload.name } : {}),
-      ...(upload.mime !== undefined ? { mime: upload.mime } : {}),
-    }
-    await replicated(server, fid, write(), peers.map((peer) => server.cluster.replicate(peer, op)))
+    const op: ReplicaOp = { kind: KIND_WRITE, volumeId: fid.volumeId, ...input }
+    await replicated(server, fid, volume.write(input), peers.map((peer) => server.cluster.replicate(peer, op)))
   }
   const eTag = md5.toString('hex')
   reply.header('etag', `"${eTag}"`)
