@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto'
 import t from 'tap'
 import { Agent, FormData, request, type Dispatcher } from 'undici'
 import { startCluster } from '../helpers/cluster.js'
+import { bytesFrom } from '../helpers/volume.js'
 
 t.setTimeout(120_000)
 
@@ -37,18 +38,7 @@ interface Lookup {
   error?: string
 }
 
-/** Deterministic bytes (xorshift32) of a given size and seed. */
-function bytes(size: number, seed: number): Buffer {
-  const out = Buffer.allocUnsafe(size)
-  let x = (seed * 2654435761) | 0 || 1
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
-}
+const bytes = bytesFrom
 
 const md5 = (data: Uint8Array) => createHash('md5').update(data).digest('hex')
 

@@ -14,6 +14,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Agent, request, type Dispatcher } from 'undici'
+import type { AssignResult } from '../../src/master/index.js'
 import { startServerProcess, type ProcessOptions, type ServerProcess } from './dataserver-process.js'
 
 export type { ServerProcess } from './dataserver-process.js'
@@ -46,15 +47,8 @@ export interface ClusterOptions {
   readonly process?: ProcessOptions
 }
 
-export interface AssignResult {
-  readonly fid: string
-  /** `host:port` of the data server to write to. */
-  readonly url: string
-  readonly publicUrl: string
-  readonly count: number
-  /** The write token, when the cluster has a secret. */
-  readonly auth?: string
-}
+/** What /dir/assign answers (the master's own type: the tests speak its wire format). */
+export type { AssignResult } from '../../src/master/index.js'
 
 export interface Cluster {
   /** The temporary directory that holds every process's data (`master/`, `dataserver-<i>/`). */
