@@ -130,3 +130,25 @@ t.test('leftover <vid>.dat.new files are removed at open and never become volume
   await store.create(5, 0)
   t.same(store.list().map((v) => v.id), [1, 5], 'the interrupted id can be created again')
 })
+
+t.test('remove deletes a volume and its files; the id can be created again, also after a crash between the two deletions', async (t) => {
+  const dir = await tempDir(t)
+  const store = await openStore(t, dir)
+  const volume = await store.create(3, 2, 'photos')
+  await volume.write({ cookie: 1, keyHi: 0, keyLo: 1, data: Buffer.from('gone soon') })
+  await store.remove(3)
+  t.equal(store.get(3), undefined)
+  t.notOk(await exists(join(dir, '3.dat')))
+  t.notOk(await exists(join(dir, '3.idx')))
+  t.equal(await codeOf(store.remove(3)), 'NS_ERR_VOLUME_NOT_FOUND')
+
+  // A crash after `.dat` went and before `.idx` did leaves an `.idx` alone: it is never opened,
+  // and a new volume of the same id starts empty.
+  await writeFile(join(dir, '4.idx'), Buffer.alloc(32, 7))
+  await store.close()
+  const again = await openStore(t, dir)
+  t.same(again.list().map((v) => v.id), [], 'a lone .idx is not a volume')
+  const fresh = await again.create(4, 0)
+  t.equal(fresh.status().liveCount, 0, 'the new volume starts empty')
+  t.equal((await again.create(3, 0)).status().collection, '', 'the removed id is free')
+})
