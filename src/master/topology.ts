@@ -45,7 +45,8 @@ export interface DataNode {
   volumesMax: number
   lastSeenMs: number
   alive: boolean
-  volumes: Map<number, VolumeReport>
+  /** Set only through Topology, which keeps its volume → holders map in step. */
+  volumes: ReadonlyMap<number, VolumeReport>
 }
 
 export interface VolumeInfo {
@@ -76,6 +77,9 @@ function layoutKey(replication: string, collection: string): string {
 export class Topology {
   readonly #opts: TopologyOptions
   readonly #nodes = new Map<string, DataNode>()
+  /** The servers that report each volume, kept in step with every node's volumes, so that a
+   *  lookup or a redirect costs a map read, not a walk over every server. */
+  readonly #holders = new Map<number, Set<DataNode>>()
   /** Writable volume ids by layout, rebuilt lazily after any change. */
   #writable: Map<string, number[]> | undefined
 
@@ -96,9 +100,25 @@ export class Topology {
     node.volumesMax = hb.volumesMax
     node.lastSeenMs = this.#opts.now()
     node.alive = true
-    node.volumes = new Map(hb.volumes.map((v) => [v.id, v]))
-    this.#writable = undefined
+    this.#setVolumes(node, new Map(hb.volumes.map((v) => [v.id, v])))
     return this.peersOf(node)
+  }
+
+  /** Replaces what node holds, and the holders of every volume it gained or lost. */
+  #setVolumes(node: DataNode, volumes: Map<number, VolumeReport>): void {
+    for (const id of node.volumes.keys()) {
+      if (volumes.has(id)) continue
+      const holders = this.#holders.get(id)
+      holders?.delete(node)
+      if (holders?.size === 0) this.#holders.delete(id)
+    }
+    for (const id of volumes.keys()) {
+      let holders = this.#holders.get(id)
+      if (!holders) this.#holders.set(id, (holders = new Set()))
+      holders.add(node)
+    }
+    node.volumes = volumes
+    this.#writable = undefined
   }
 
   /** For each volume of node, the other servers that hold it. */
@@ -126,10 +146,8 @@ export class Topology {
 
   /** Records a volume the master just created on nodes, before their next heartbeat. */
   addVolume(id: number, replication: string, collection: string, nodes: readonly DataNode[]): void {
-    for (const node of nodes) {
-      node.volumes.set(id, { id, replication, collection, size: 0, fileCount: 0, deleteCount: 0, garbageBytes: 0, readOnly: false, healthy: true })
-    }
-    this.#writable = undefined
+    const report: VolumeReport = { id, replication, collection, size: 0, fileCount: 0, deleteCount: 0, garbageBytes: 0, readOnly: false, healthy: true }
+    for (const node of nodes) this.#setVolumes(node, new Map(node.volumes).set(id, report))
   }
 
   nodes(): DataNode[] {
@@ -141,30 +159,22 @@ export class Topology {
   }
 
   volume(id: number): VolumeInfo | undefined {
-    let first: VolumeReport | undefined
-    const nodes: DataNode[] = []
-    for (const node of this.#nodes.values()) {
-      const v = node.volumes.get(id)
-      if (v) {
-        first ??= v
-        nodes.push(node)
-      }
-    }
-    if (!first) return undefined
+    const holders = this.#holders.get(id)
+    if (!holders) return undefined
+    const nodes = [...holders]
+    const first = nodes[0]!.volumes.get(id)!
     return { id, replication: first.replication, collection: first.collection, copies: copyCount(parsePlacement(first.replication)), nodes }
   }
 
   volumeIds(): number[] {
-    const ids = new Set<number>()
-    for (const node of this.#nodes.values()) for (const id of node.volumes.keys()) ids.add(id)
-    return [...ids].sort((a, b) => a - b)
+    return [...this.#holders.keys()].sort((a, b) => a - b)
   }
 
   /** Live servers holding the volume, for reads. */
   locations(id: number): Location[] {
     const out: Location[] = []
-    for (const node of this.#nodes.values()) {
-      if (node.alive && node.volumes.has(id)) out.push({ url: node.url, publicUrl: node.publicUrl })
+    for (const node of this.#holders.get(id) ?? []) {
+      if (node.alive) out.push({ url: node.url, publicUrl: node.publicUrl })
     }
     return out
   }
