@@ -215,6 +215,15 @@ export function isCollectionName(name: string): boolean {
   return name.length <= COLLECTION_BYTES_MAX && COLLECTION_NAME.test(name)
 }
 
+/** A collection named in a request ('' when absent), or NS_ERR_BAD_REQUEST. */
+export function collectionParam(name: unknown): string {
+  if (name === undefined) return ''
+  if (typeof name !== 'string' || !isCollectionName(name)) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', `collection ${JSON.stringify(name)} must be at most ${COLLECTION_BYTES_MAX} letters, digits, "_", "." or "-"`)
+  }
+  return name
+}
+
 // ---------------------------------------------------------------------------------------------
 // Needles.
 

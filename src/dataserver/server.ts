@@ -9,7 +9,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { checkSecret } from '../common/auth.js'
 import { NeedleError, isNeedleError } from '../common/errors.js'
 import { formatFid, parseFidPath, parseVolumeId, type FidPath, type FileId } from '../common/fid.js'
-import { isCollectionName } from '../common/format.js'
+import { collectionParam } from '../common/format.js'
 import { originOf } from '../common/peer.js'
 import { bearerOf, verifyToken } from '../common/token.js'
 import { ClusterLink, REPLICATE_BATCH_BYTES_MAX, REPLICATE_BATCH_OPS_MAX, type ReplicaOutcome, type ReplicaResult } from './cluster.js'
@@ -540,8 +540,7 @@ function registerAdminRoutes(server: DataServer): void {
     handler: async (req, reply) => {
       const q = req.query as Record<string, string | undefined>
       const placement = parsePlacement(q.replication ?? '000')
-      const collection = q.collection ?? ''
-      if (!isCollectionName(collection)) throw new NeedleError('NS_ERR_BAD_REQUEST', `collection ${JSON.stringify(collection)} must be at most 24 letters, digits, "_", "." or "-"`)
+      const collection = collectionParam(q.collection)
       const volume = await store.create(volumeParam(req), placementToByte(placement), collection)
       // The master names every copy it creates, so that writes can be replicated at once.
       if (q.locations) server.cluster.setLocations(volume.id, q.locations.split(','))

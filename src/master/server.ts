@@ -8,7 +8,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import { checkSecret, secretHeaders } from '../common/auth.js'
 import { NeedleError, isNeedleError } from '../common/errors.js'
 import { formatFid, parseFid, parseFidPath, parseVolumeId } from '../common/fid.js'
-import { isCollectionName } from '../common/format.js'
+import { collectionParam } from '../common/format.js'
 import { toErrorResponse } from '../common/http-errors.js'
 import { answerError, answerJson, callPeer, createPeerAgent, originOf } from '../common/peer.js'
 import { formatPlacement, parsePlacement } from '../common/placement.js'
@@ -176,11 +176,7 @@ export async function createMaster(input: MasterInput): Promise<Master> {
   const layoutOf = (q: Record<string, string | undefined>): { replication: string; collection: string } => {
     const replication = q.replication || defaultReplication()
     parsePlacement(replication)
-    const collection = q.collection ?? ''
-    if (!isCollectionName(collection)) {
-      throw new NeedleError('NS_ERR_BAD_REQUEST', `collection ${JSON.stringify(collection)} must be at most 24 letters, digits, "_", "." or "-"`)
-    }
-    return { replication, collection }
+    return { replication, collection: collectionParam(q.collection) }
   }
 
   const assign = async (q: Record<string, string | undefined>): Promise<AssignResult> => {
@@ -435,7 +431,7 @@ function parseHeartbeat(body: unknown): Heartbeat {
   if (!Array.isArray(hb.volumes) || hb.volumes.length > HEARTBEAT_VOLUMES_MAX) throw new NeedleError('NS_ERR_BAD_REQUEST', 'heartbeat field volumes must be an array')
   const volumes = (hb.volumes as Record<string, unknown>[]).map((v): VolumeReport => {
     const replication = formatPlacement(parsePlacement(str(v.replication, 'replication')))
-    const collection = typeof v.collection === 'string' && isCollectionName(v.collection) ? v.collection : ''
+    const collection = collectionParam(v.collection)
     return {
       id: parseVolumeId(String(num(v.id, 'id'))),
       replication,

@@ -115,7 +115,8 @@ export class MasterState {
     const old = this.#known.get(server.url)
     if (old && old.dataCenter === server.dataCenter && old.rack === server.rack) return
     this.#known.set(server.url, server)
-    await this.#db.put(`${SERVER_PREFIX}${server.url}`, JSON.stringify(server)).catch((err) => {
+    // Synchronous, like the leases: a restarted master must know every server to wait for.
+    await this.#db.put(`${SERVER_PREFIX}${server.url}`, JSON.stringify(server), { sync: true }).catch((err) => {
       throw diskError(err, 'remember a data server')
     })
   }
