@@ -57,8 +57,7 @@ export function createMasterMetrics(topology: Topology): MasterMetrics {
     registers: [registry],
     collect() {
       this.reset()
-      const now = Date.now()
-      for (const n of topology.nodes()) this.set({ server: n.url }, (now - n.lastSeenMs) / 1000)
+      for (const n of topology.nodes()) this.set({ server: n.url }, topology.heartbeatAgeMs(n) / 1000)
     },
   })
   return { registry, requests, keysAssigned, volumesGrown, growthFailures }

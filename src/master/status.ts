@@ -29,7 +29,7 @@ export function topologyStatus(topology: Topology) {
           Max: n.volumesMax,
           Free: nodeFree,
           Alive: n.alive,
-          LastHeartbeatAgeMs: Date.now() - n.lastSeenMs,
+          LastHeartbeatAgeMs: topology.heartbeatAgeMs(n),
         }
       }),
     })),

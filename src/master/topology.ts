@@ -150,6 +150,11 @@ export class Topology {
     for (const node of nodes) this.#setVolumes(node, new Map(node.volumes).set(id, report))
   }
 
+  /** Time since node's last heartbeat, on the topology's clock. */
+  heartbeatAgeMs(node: DataNode): number {
+    return this.#opts.now() - node.lastSeenMs
+  }
+
   nodes(): DataNode[] {
     return [...this.#nodes.values()]
   }
