@@ -19,9 +19,12 @@ export interface ServerProcess {
   stop(): Promise<void>
 }
 
+/** Node flags for every server a benchmark starts, e.g. `--cpu-prof` to profile them. */
+const SERVER_NODE_ARGS = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
+
 /** Starts a node script that prints "listening on <url>" when ready. */
 export async function startProcess(script: string, args: string[], timeoutMs = 20_000): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...SERVER_NODE_ARGS, script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   let stderr = ''
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
   const url = await new Promise<string>((resolve, reject) => {
