@@ -959,16 +959,37 @@ export class NeedleClient {
     let attempts = 0
     let refresh = false
     let refreshed = false
+    let last: NeedleClientError | undefined
+    const tried = new Set<string>()
+    const summary = (also?: string): NeedleClientError =>
+      withAttempts(
+        attempts === 1 && also === undefined
+          ? last!
+          : new NeedleClientError(last!.code, `${ctx.what}: every copy failed (${attempts} attempts at ${[...tried].join(', ')}${also ?? ''}); the last: ${last!.message}`, {
+              statusCode: last!.statusCode,
+              url: last!.url,
+              fid: ctx.fid,
+              cause: last,
+            }),
+        attempts,
+      )
     for (let round = 0; ; ) {
-      const { locations, fromCache } = await locate(refresh)
+      let located: Located
+      try {
+        located = await locate(refresh)
+      } catch (err) {
+        // The copies failed, and now the master lists none alive (it saw them go): the copies' failure is the news.
+        if (last !== undefined && isNeedleClientError(err) && (err.code === 'NS_ERR_VOLUME_NOT_FOUND' || isTransient(err))) {
+          throw summary(`, and then the master: ${err.message}`)
+        }
+        throw err
+      }
       refresh = false
       let missing: NeedleClientError | undefined
-      let failure: NeedleClientError | undefined
-      const tried: string[] = []
-      for (const loc of this.#order(locations)) {
-        if (failure) this.#stats.failovers++
+      for (const loc of this.#order(located.locations)) {
+        if (last !== undefined) this.#stats.failovers++
         attempts++
-        tried.push(loc.publicUrl)
+        tried.add(loc.publicUrl)
         try {
           return await op(loc, this.options.attemptTimeoutMs)
         } catch (err) {
@@ -978,26 +999,13 @@ export class NeedleClient {
             continue
           }
           if (!isTransient(err) && !isStale(err)) throw withAttempts(err, attempts)
-          failure = err
+          last = err
           if (remainingMs(ctx) <= 0) break
         }
       }
       if (missing) throw withAttempts(missing, attempts)
-      const last = failure!
-      const summary = (): NeedleClientError =>
-        withAttempts(
-          tried.length === 1
-            ? last
-            : new NeedleClientError(last.code, `${ctx.what}: every copy failed (${attempts} attempts; last at ${tried.join(', ')}): ${last.message}`, {
-                statusCode: last.statusCode,
-                url: last.url,
-                fid: ctx.fid,
-                cause: last,
-              }),
-          attempts,
-        )
       if (remainingMs(ctx) <= 0) throw summary()
-      if (fromCache && !refreshed) {
+      if (located.fromCache && !refreshed) {
         refresh = refreshed = true
         continue
       }
