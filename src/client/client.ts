@@ -166,6 +166,8 @@ const TOKEN_LOOKUPS_AT_ONCE = 8
 /** Life of a delete token the client signs itself with the cluster secret. */
 const TOKEN_TTL_SECONDS = 120
 const NAME_BYTES_MAX = 255
+/** A dedup reference longer than this is not one the master made. */
+const DEDUP_REF_CHARS_MAX = 1024
 const MD5_ETAG = /^(?:W\/)?"?([0-9a-f]{32})"?$/
 
 function isMissing(err: NeedleClientError): boolean {
@@ -352,10 +354,11 @@ export class NeedleClient {
     if (typeof fid !== 'string' || typeof url !== 'string' || url.length === 0) throw malformed('without fid or url')
     try {
       parseFid(fid)
-      if (dedupOf !== undefined) parseFid(dedupOf as string)
     } catch {
       throw malformed('with a malformed fid')
     }
+    // dedupOf is opaque to the client: the stored copy's fid, or (on a secured cluster) a reference sealed for this fid.
+    if (dedupOf !== undefined && (typeof dedupOf !== 'string' || dedupOf.length === 0 || dedupOf.length > DEDUP_REF_CHARS_MAX)) throw malformed('with a malformed dedupOf')
     if ((auth !== undefined && typeof auth !== 'string') || (publicUrl !== undefined && typeof publicUrl !== 'string')) throw malformed('with malformed fields')
     return {
       fid,
@@ -623,6 +626,7 @@ export class NeedleClient {
         break
       }
       refresh = false
+      if (!located.fromCache) refreshed = true
       let answered: Array<{ status: number; size?: number; code?: string; error?: string }> | undefined
       let failure: NeedleClientError | undefined
       for (const loc of this.#order(located.locations)) {
@@ -985,6 +989,8 @@ export class NeedleClient {
         throw err
       }
       refresh = false
+      // Locations the master gave during this call need no refresh when they fail.
+      if (!located.fromCache) refreshed = true
       let missing: NeedleClientError | undefined
       for (const loc of this.#order(located.locations)) {
         if (last !== undefined) this.#stats.failovers++
