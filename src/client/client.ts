@@ -157,8 +157,6 @@ const REASSIGN_CODES = new Set([
   'NS_ERR_DISK_FULL',
 ])
 
-/** The batch delete route takes at most this many fids per request. */
-export const DELETE_BATCH_MAX = 1000
 /** Volumes whose batch deletes run at once. */
 const DELETE_VOLUMES_AT_ONCE = 4
 /** Delete tokens fetched from the master at once. */
@@ -567,7 +565,7 @@ export class NeedleClient {
   }
 
   /**
-   * Deletes many files: one `POST /delete` per volume (at most 1000 fids each) at a copy of it.
+   * Deletes many files: one `POST /delete` per volume (at most deleteBatchMax fids each) at a copy of it.
    * Never throws for a file: each gets its result, in input order; a malformed fid is
    * NS_ERR_BAD_FID there. Only the caller's abort rejects.
    */
@@ -591,7 +589,8 @@ export class NeedleClient {
     })
     const batches: Array<{ volumeId: number; indexes: number[] }> = []
     for (const [volumeId, indexes] of byVolume) {
-      for (let i = 0; i < indexes.length; i += DELETE_BATCH_MAX) batches.push({ volumeId, indexes: indexes.slice(i, i + DELETE_BATCH_MAX) })
+      const max = this.options.deleteBatchMax
+      for (let i = 0; i < indexes.length; i += max) batches.push({ volumeId, indexes: indexes.slice(i, i + max) })
     }
     await forEachLimit(batches, DELETE_VOLUMES_AT_ONCE, async (batch) => {
       const out = await this.#deleteBatch({ ...ctx, what: `${what}: volume ${batch.volumeId}` }, batch.volumeId, batch.indexes.map((i) => fids[i]!))

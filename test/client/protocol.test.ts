@@ -340,6 +340,10 @@ t.test('deleteMany: per volume and per 1000 fids, in input order, per-fid 5xx ag
   const sent = a.requests.slice(before)
   t.same(sent.map((r) => JSON.parse(r.body.toString()).fids.length).sort((x: number, y: number) => y - x), [1000, 1000, 500], 'in batches of at most 1000')
   t.ok(sent.every((r) => r.headers.authorization === 'Bearer s3cret'), 'with the secret as Bearer')
+  const smaller = clientFor(t, master, { secret: 's3cret', deleteBatchMax: 300 })
+  const from = a.requests.length
+  t.ok((await smaller.deleteMany(many.slice(0, 700))).every((r) => r.ok), 'deleteBatchMax 300: 700 fids deleted')
+  t.same(a.requests.slice(from).map((r) => JSON.parse(r.body.toString()).fids.length).sort((x: number, y: number) => y - x), [300, 300, 100], 'in batches of at most 300')
 })
 
 t.test('undelete: POST /admin/undelete?fid= with the secret, at a live copy', async (t) => {
