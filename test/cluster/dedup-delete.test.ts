@@ -1,12 +1,13 @@
 /**
  * MD5 dedup, deferred deletes, undelete and batch delete on a real 3-copy cluster, over raw
- * HTTP: the same bytes stored twice take one copy on disk (on every replica) and two fids;
+ * HTTP (and the SDK for one upload): the same bytes stored twice take one copy on disk (on every replica) and two fids;
  * deleting one never breaks the other; deleted files answer 404 on every copy, also after a
  * kill -9; an operator's undelete brings a file back on every copy; a stale dedup entry falls
  * back to a full upload; with a secret, the stored copy's fid never reaches the writer.
  */
 import t from 'tap'
 import { FormData } from 'undici'
+import { NeedleClient } from '../../src/client/index.js'
 import { startCluster, type Cluster } from '../helpers/cluster.js'
 import { HttpClient, lookup, md5Hex, randomBody, volumeOf } from '../helpers/cluster-io.js'
 import { seededRandom } from '../helpers/random.js'
@@ -65,7 +66,10 @@ t.test('dedup, deferred deletes and undelete across every replica', async (t) =>
   const cluster = await startCluster(t, { dataServers: 3 })
   const http = new HttpClient(t)
 
-  const first = await submit(http, cluster, 'first.jpg', IMAGE)
+  // The first upload through the SDK, the second through /submit.
+  const client = new NeedleClient({ master: cluster.masterUrl })
+  t.teardown(() => client.close())
+  const first = await client.upload(IMAGE, { contentType: 'image/jpeg', fileName: 'first.jpg' })
   t.equal(first.deduplicated, false, 'the first upload stores the bytes')
   t.equal(first.eTag, MD5, 'its eTag is the MD5 of the bytes')
   await waitForDedupIndex(http, cluster)
