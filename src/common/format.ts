@@ -37,7 +37,18 @@
  *                            the needle before it (header, body, time)
  *   padding to the next multiple of NEEDLE_ALIGNMENT, zero
  *
- * A tombstone is a needle with FLAG_TOMBSTONE and no data; it marks its key deleted.
+ * A tombstone is a needle with FLAG_TOMBSTONE, no name or mime type, and a reference as its
+ * data: the needle it deletes, so that an undelete within the grace period can find the bytes
+ * again (the tombstone's append time is the time of the delete). A link is a needle with
+ * FLAG_LINK and a reference as its data: the needle whose bytes it shares (MD5 dedup, and an
+ * undeleted file). A link may carry its own name, mime type and time; it never points at
+ * another link or at a tombstone.
+ *
+ * Reference (REF_SIZE = 24 bytes, the data of a tombstone or a link):
+ *
+ *   0  4  offset of the needle referred to, in units of NEEDLE_ALIGNMENT
+ *   4  4  its bodySize        8  4  its file's dataSize (what a reader of the link gets)
+ *   12 4  its key, low half   16 4  its key, high half    20 4  its cookie
  *
  * The checksum seed is random per volume and never leaves the server, so bytes a user uploads
  * can never pass for a needle of the volume, even if they hold a well-formed needle: a scan
@@ -61,7 +72,7 @@ const hasher = await xxhash()
 // ---------------------------------------------------------------------------------------------
 // Sizes and offsets. Each is derived from the ones before it.
 
-export const FORMAT_VERSION = 1
+export const FORMAT_VERSION = 2
 export const MAGIC = 0x534c444e // "NDLS" read as a little-endian u32
 export const NEEDLE_ALIGNMENT = 8
 export const VOLUME_BYTES_MAX = 0x1_0000_0000 * NEEDLE_ALIGNMENT // 32 GiB
@@ -105,16 +116,28 @@ export const MIME_BYTES_MAX = 255
 /** The index keeps the body size in 31 bits (its top bit marks deleted entries in memory). */
 export const BODY_SIZE_MAX = 0x7fff_ffff - NEEDLE_HEADER_SIZE - NEEDLE_FOOTER_SIZE - NEEDLE_ALIGNMENT
 export const DATA_BYTES_MAX = BODY_SIZE_MAX - BODY_FIXED_SIZE - NAME_BYTES_MAX - MIME_BYTES_MAX
-/** The smallest possible needle: a tombstone. */
+/** The smallest possible needle: an empty file without name, type or time. */
 export const NEEDLE_MIN_LENGTH = align(NEEDLE_HEADER_SIZE + BODY_FIXED_SIZE + NEEDLE_FOOTER_SIZE)
+
+export const REF_OFFSET = 0
+export const REF_BODY_SIZE = REF_OFFSET + 4
+export const REF_DATA_SIZE = REF_BODY_SIZE + 4
+export const REF_KEY_LO = REF_DATA_SIZE + 4
+export const REF_KEY_HI = REF_KEY_LO + 4
+export const REF_COOKIE = REF_KEY_HI + 4
+export const REF_SIZE = REF_COOKIE + 4
+/** Every tombstone has this body size (its data is one reference) and this length. */
+export const TOMBSTONE_BODY_SIZE = BODY_FIXED_SIZE + REF_SIZE
+export const TOMBSTONE_LENGTH = align(NEEDLE_HEADER_SIZE + TOMBSTONE_BODY_SIZE + NEEDLE_FOOTER_SIZE)
 
 export const FLAG_TOMBSTONE = 0x01
 export const FLAG_HAS_NAME = 0x02
 export const FLAG_HAS_MIME = 0x04
 export const FLAG_HAS_LAST_MODIFIED = 0x08
 export const FLAG_HAS_MD5 = 0x10
+export const FLAG_LINK = 0x20
 /** Flags this version understands; a needle with any other bit set is refused as corrupt. */
-export const FLAGS_KNOWN = FLAG_TOMBSTONE | FLAG_HAS_NAME | FLAG_HAS_MIME | FLAG_HAS_LAST_MODIFIED | FLAG_HAS_MD5
+export const FLAGS_KNOWN = FLAG_TOMBSTONE | FLAG_HAS_NAME | FLAG_HAS_MIME | FLAG_HAS_LAST_MODIFIED | FLAG_HAS_MD5 | FLAG_LINK
 
 export const IDX_KEY_LO = 0
 export const IDX_KEY_HI = IDX_KEY_LO + 4
@@ -125,7 +148,7 @@ export const IDX_TOMBSTONE_SIZE = 0
 export const IDX_DAMAGED_SIZE = 0xffff_ffff
 
 if (SUPERBLOCK_SIZE !== 64 || SUPERBLOCK_SIZE % NEEDLE_ALIGNMENT !== 0) throw new Error('superblock layout')
-if (NEEDLE_HEADER_SIZE !== 16 || BODY_FIXED_SIZE !== 32 || NEEDLE_FOOTER_SIZE !== 16) throw new Error('needle layout')
+if (NEEDLE_HEADER_SIZE !== 16 || BODY_FIXED_SIZE !== 32 || NEEDLE_FOOTER_SIZE !== 16 || REF_SIZE !== 24) throw new Error('needle layout')
 if (IDX_ENTRY_SIZE !== 16) throw new Error('index entry layout')
 
 // ---------------------------------------------------------------------------------------------
@@ -227,13 +250,47 @@ export function collectionParam(name: unknown): string {
 // ---------------------------------------------------------------------------------------------
 // Needles.
 
+/** Where another needle lies and what it holds: the data of a tombstone or a link. */
+export interface NeedleRef {
+  readonly offset: number
+  readonly bodySize: number
+  readonly dataSize: number
+  readonly keyHi: number
+  readonly keyLo: number
+  readonly cookie: number
+}
+
+export function encodeRef(ref: NeedleRef): Buffer {
+  const buf = Buffer.allocUnsafe(REF_SIZE)
+  buf.writeUInt32LE(ref.offset, REF_OFFSET)
+  buf.writeUInt32LE(ref.bodySize, REF_BODY_SIZE)
+  buf.writeUInt32LE(ref.dataSize, REF_DATA_SIZE)
+  buf.writeUInt32LE(ref.keyLo, REF_KEY_LO)
+  buf.writeUInt32LE(ref.keyHi, REF_KEY_HI)
+  buf.writeUInt32LE(ref.cookie, REF_COOKIE)
+  return buf
+}
+
+export function decodeRef(buf: Buffer, at = 0): NeedleRef {
+  return {
+    offset: buf.readUInt32LE(at + REF_OFFSET),
+    bodySize: buf.readUInt32LE(at + REF_BODY_SIZE),
+    dataSize: buf.readUInt32LE(at + REF_DATA_SIZE),
+    keyLo: buf.readUInt32LE(at + REF_KEY_LO),
+    keyHi: buf.readUInt32LE(at + REF_KEY_HI),
+    cookie: buf.readUInt32LE(at + REF_COOKIE),
+  }
+}
+
 export interface NeedleInput {
   readonly cookie: number
   readonly keyHi: number
   readonly keyLo: number
-  /** The file's bytes; empty for a tombstone. */
+  /** The file's bytes; ignored for a tombstone or a link, whose data is their reference. */
   readonly data: Uint8Array
   readonly tombstone?: boolean
+  /** The needle a tombstone deletes (required for one), or the needle a link shares. */
+  readonly ref?: NeedleRef
   readonly name?: string
   readonly mime?: string
   readonly lastModifiedMs?: number
@@ -246,6 +303,8 @@ export interface Needle {
   readonly keyLo: number
   readonly flags: number
   readonly tombstone: boolean
+  /** The reference a tombstone or a link holds as its data. */
+  readonly ref: NeedleRef | undefined
   /** A view into the buffer the needle was decoded from (no copy). */
   readonly data: Buffer
   readonly name: string | undefined
@@ -279,11 +338,12 @@ export function bodySizeOf(dataSize: number, nameBytes: number, mimeBytes: numbe
  * seeded with the volume's checksum seed.
  */
 export function encodeNeedle(input: NeedleInput, appendAtMs: number, seed = 0n): Buffer {
-  // A tombstone carries nothing but its key, so that every tombstone has NEEDLE_MIN_LENGTH.
+  // A tombstone carries nothing but its key and reference, so every tombstone has TOMBSTONE_LENGTH.
+  if (input.tombstone && !input.ref) throw new TypeError('a tombstone needs the reference of the needle it deletes')
   const name = input.name && !input.tombstone ? Buffer.from(input.name, 'utf8') : undefined
   if (input.mime && !/^[\x20-\x7e]*$/.test(input.mime)) throw new TypeError('mime type must be printable ASCII')
   const mime = input.mime && !input.tombstone ? Buffer.from(input.mime, 'latin1') : undefined
-  const data = input.tombstone ? new Uint8Array(0) : input.data
+  const data = input.ref ? encodeRef(input.ref) : input.data
   const bodySize = bodySizeOf(data.length, name?.length ?? 0, mime?.length ?? 0)
   const length = needleLength(bodySize)
   const buf = Buffer.allocUnsafe(length)
@@ -294,6 +354,7 @@ export function encodeNeedle(input: NeedleInput, appendAtMs: number, seed = 0n):
   const body = NEEDLE_HEADER_SIZE
   let flags = 0
   if (input.tombstone) flags |= FLAG_TOMBSTONE
+  else if (input.ref) flags |= FLAG_LINK
   if (name) flags |= FLAG_HAS_NAME
   if (mime) flags |= FLAG_HAS_MIME
   if (input.lastModifiedMs !== undefined && !input.tombstone) flags |= FLAG_HAS_LAST_MODIFIED
@@ -357,7 +418,9 @@ export function decodeNeedle(buf: Buffer, offset = 0, seed = 0n): Needle {
   const dataSize = buf.readUInt32LE(body + B_DATA_SIZE)
   if (BODY_FIXED_SIZE + nameLength + mimeLength + dataSize !== header.bodySize) throw corrupt('field sizes do not add up')
   const tombstone = (flags & FLAG_TOMBSTONE) !== 0
-  if (tombstone && header.bodySize !== BODY_FIXED_SIZE) throw corrupt('a tombstone with contents')
+  const link = (flags & FLAG_LINK) !== 0
+  if (tombstone && (header.bodySize !== TOMBSTONE_BODY_SIZE || link)) throw corrupt('a tombstone with contents')
+  if (link && dataSize !== REF_SIZE) throw corrupt('a link without its reference')
   let at = body + BODY_FIXED_SIZE
   const name = nameLength > 0 ? buf.toString('utf8', at, at + nameLength) : undefined
   at += nameLength
@@ -369,6 +432,7 @@ export function decodeNeedle(buf: Buffer, offset = 0, seed = 0n): Needle {
     keyLo: header.keyLo,
     flags,
     tombstone,
+    ref: tombstone || link ? decodeRef(buf, at) : undefined,
     data: buf.subarray(at, at + dataSize),
     name,
     mime,

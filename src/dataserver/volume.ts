@@ -20,7 +20,7 @@
  *   their space reclaimed. "Read-only" is an operator's stop and refuses both.
  */
 import { constants as fsc, read as readCallback, readSync } from 'node:fs'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { open, rename, rm, type FileHandle } from 'node:fs/promises'
 import { endianness } from 'node:os'
 import { join } from 'node:path'
@@ -31,13 +31,17 @@ import {
   align,
   NEEDLE_ALIGNMENT,
   B_DATA_SIZE,
+  B_FLAGS,
+  FLAG_LINK,
+  FLAG_TOMBSTONE,
   H_BODY_SIZE,
   IDX_ENTRY_SIZE,
   IDX_DAMAGED_SIZE,
   IDX_TOMBSTONE_SIZE,
   NEEDLE_HEADER_SIZE,
-  NEEDLE_MIN_LENGTH,
   SUPERBLOCK_SIZE,
+  TOMBSTONE_BODY_SIZE,
+  TOMBSTONE_LENGTH,
   VOLUME_BYTES_MAX,
   decodeNeedle,
   decodeNeedleHeader,
@@ -51,6 +55,7 @@ import {
   toUnits,
   type Needle,
   type NeedleInput,
+  type NeedleRef,
   type Superblock,
 } from '../common/format.js'
 import { NeedleIndex } from './needle-index.js'
@@ -103,6 +108,49 @@ export interface WriteInput {
   readonly mime?: string
   readonly lastModifiedMs?: number
   readonly md5?: Uint8Array
+}
+
+/** What a caller gives to store a file that shares the bytes of a file of the volume. */
+export interface LinkInput {
+  readonly cookie: number
+  readonly keyHi: number
+  readonly keyLo: number
+  readonly name?: string
+  readonly mime?: string
+  readonly lastModifiedMs?: number
+  /** The MD5 the caller expects of the shared bytes. */
+  readonly md5: Buffer
+  /** The live file whose bytes are shared. */
+  readonly target: { readonly keyHi: number; readonly keyLo: number; readonly cookie: number }
+}
+
+/** What the index holds for a key, as #peek reads it. */
+interface Peeked {
+  readonly cookie: number
+  /** The size of the file (for a tombstone: of the file it deleted). */
+  readonly dataSize: number
+  readonly deleted: boolean
+  /** Where the key's needle (for a deleted key: its tombstone) lies. */
+  readonly offset: number
+  readonly bodySize: number
+}
+
+const EMPTY = new Uint8Array(0)
+
+/** A link read as a file: the shared bytes, with the link's own key, cookie, name, type and time. */
+function linked(link: Needle, bytes: Needle): Needle {
+  return {
+    ...bytes,
+    cookie: link.cookie,
+    keyHi: link.keyHi,
+    keyLo: link.keyLo,
+    ref: link.ref,
+    name: link.name ?? bytes.name,
+    mime: link.mime ?? bytes.mime,
+    lastModifiedMs: link.lastModifiedMs ?? bytes.lastModifiedMs,
+    md5: bytes.md5 ?? link.md5,
+    appendAtMs: link.appendAtMs,
+  }
 }
 
 export interface VolumeStatus {
@@ -302,31 +350,30 @@ export class Volume {
   // Reads.
 
   /**
-   * Reads the live needle for key; a wrong cookie, an unknown or a deleted key all answer
-   * NS_ERR_NOT_FOUND. A needle that fails its checksum raises NS_ERR_CORRUPT_NEEDLE.
+   * Reads the live file for key: its needle, or for a link the shared bytes with the link's own
+   * name, type and time. A wrong cookie, an unknown or a deleted key all answer NS_ERR_NOT_FOUND.
+   * A needle that fails its checksum raises NS_ERR_CORRUPT_NEEDLE.
    */
   async read(keyHi: number, keyLo: number, cookie: number): Promise<Needle> {
     const { offsetUnits, length } = this.#locate(keyHi, keyLo)
-    if (length <= this.#opts.syncReadBytesMax) return this.#readSmall(keyHi, keyLo, cookie, offsetUnits, length)
-    const buf = Buffer.allocUnsafe(length)
-    let bytesRead: number
-    try {
-      bytesRead = await this.#trackRead(preadAsync(this.#dat.fd, buf, length, toByteOffset(offsetUnits)))
-    } catch (err) {
-      throw diskError(err, `read volume ${this.id}`)
-    }
-    return this.#checkFound(this.#decodeRead(buf, bytesRead, offsetUnits), keyHi, keyLo, cookie)
+    const needle = this.#checkFound(await this.#needleAt(offsetUnits, length, keyHi, keyLo), keyHi, keyLo, cookie)
+    if (!needle.ref) return needle
+    return linked(needle, await this.#target(needle.ref))
   }
 
   /**
    * Like read(), without waiting: a small needle is read synchronously (usually from the page
    * cache, in microseconds, less than a round trip to libuv's thread pool costs). Answers
-   * undefined for a needle larger than syncReadBytesMax, which read() must fetch instead.
+   * undefined for a file larger than syncReadBytesMax, which read() must fetch instead.
    */
   readSync(keyHi: number, keyLo: number, cookie: number): Needle | undefined {
     const { offsetUnits, length } = this.#locate(keyHi, keyLo)
     if (length > this.#opts.syncReadBytesMax) return undefined
-    return this.#readSmall(keyHi, keyLo, cookie, offsetUnits, length)
+    const needle = this.#checkFound(this.#readSmall(offsetUnits, length, keyHi, keyLo), keyHi, keyLo, cookie)
+    if (!needle.ref) return needle
+    const targetLength = needleLength(needle.ref.bodySize)
+    if (targetLength > this.#opts.syncReadBytesMax) return undefined
+    return linked(needle, this.#checkTarget(this.#readSmall(needle.ref.offset, targetLength, needle.ref.keyHi, needle.ref.keyLo), needle.ref))
   }
 
   /** Where the live needle for key lies, and how long it is; NS_ERR_NOT_FOUND if none. */
@@ -337,8 +384,24 @@ export class Volume {
     return { offsetUnits: index.foundOffset, length: needleLength(index.foundSize) }
   }
 
-  /** A small needle, from the read cache (checked again) or read synchronously. */
-  #readSmall(keyHi: number, keyLo: number, cookie: number, offsetUnits: number, length: number): Needle {
+  /** The needle at offsetUnits, read synchronously when small, else through the thread pool. */
+  async #needleAt(offsetUnits: number, length: number, keyHi: number, keyLo: number): Promise<Needle> {
+    if (length <= this.#opts.syncReadBytesMax) return this.#readSmall(offsetUnits, length, keyHi, keyLo)
+    const buf = Buffer.allocUnsafe(length)
+    let bytesRead: number
+    try {
+      bytesRead = await this.#trackRead(preadAsync(this.#dat.fd, buf, length, toByteOffset(offsetUnits)))
+    } catch (err) {
+      throw diskError(err, `read volume ${this.id}`)
+    }
+    return this.#decodeRead(buf, bytesRead, offsetUnits)
+  }
+
+  /**
+   * A small needle, from the read cache (checked again) or read synchronously; kept in the
+   * cache when it is the needle of key.
+   */
+  #readSmall(offsetUnits: number, length: number, keyHi: number, keyLo: number): Needle {
     const cache = this.#opts.readCache
     const cached = cache?.get(this.#cacheId, offsetUnits)
     if (cached) {
@@ -346,7 +409,7 @@ export class Volume {
         cache!.delete(this.#cacheId, offsetUnits)
         throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: a needle kept in memory was damaged`)
       }
-      return this.#checkFound(cached.needle, keyHi, keyLo, cookie)
+      return cached.needle
     }
     // A needle that will be kept gets a buffer of its own, so it pins no slab.
     const keep = cache !== undefined && cache.admits(length)
@@ -359,7 +422,7 @@ export class Volume {
     }
     const needle = this.#decodeRead(buf, bytesRead, offsetUnits)
     if (keep && needle.keyHi === keyHi && needle.keyLo === keyLo) cache.set(this.#cacheId, offsetUnits, { needle, raw: buf })
-    return this.#checkFound(needle, keyHi, keyLo, cookie)
+    return needle
   }
 
   /** The needle in buf, whole and with a valid checksum, else NS_ERR_CORRUPT_NEEDLE. */
@@ -381,6 +444,19 @@ export class Volume {
     return needle
   }
 
+  /** The data needle a link or a tombstone refers to. */
+  async #target(ref: NeedleRef): Promise<Needle> {
+    return this.#checkTarget(await this.#needleAt(ref.offset, needleLength(ref.bodySize), ref.keyHi, ref.keyLo), ref)
+  }
+
+  /** The needle a reference names is there, whole: else NS_ERR_CORRUPT_NEEDLE. */
+  #checkTarget(needle: Needle, ref: NeedleRef): Needle {
+    if (needle.keyHi !== ref.keyHi || needle.keyLo !== ref.keyLo || needle.cookie !== ref.cookie || needle.bodySize !== ref.bodySize) {
+      throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: a link points at another needle`)
+    }
+    return needle
+  }
+
   /** A whole, valid needle at offsetUnits, whatever its key (recovery checks). */
   async #readNeedleAt(offsetUnits: number, bodySize: number): Promise<Needle> {
     const buf = Buffer.allocUnsafe(needleLength(bodySize))
@@ -398,13 +474,34 @@ export class Volume {
     }
   }
 
-  /** Cookie and data size of the needle the index holds for key (live or deleted), or undefined. */
-  async #peek(keyHi: number, keyLo: number): Promise<{ cookie: number; dataSize: number; deleted: boolean } | undefined> {
+  /**
+   * What the index holds for key (live or deleted): where its needle lies, its cookie and the
+   * size of its file. For a deleted key, the needle is the tombstone, and the size is that of
+   * the file it deleted.
+   */
+  async #peek(keyHi: number, keyLo: number): Promise<Peeked | undefined> {
     const index = this.#index
     if (!index.lookup(keyHi, keyLo)) return undefined
     const deleted = index.foundDeleted
+    const offset = index.foundOffset
+    const bodySize = index.foundSize
     const buf = Buffer.allocUnsafe(NEEDLE_HEADER_SIZE + BODY_FIXED_SIZE)
-    const position = toByteOffset(index.foundOffset)
+    await this.#readAt(buf, offset)
+    const header = decodeNeedleHeader(buf)
+    const flags = buf.readUInt8(NEEDLE_HEADER_SIZE + B_FLAGS)
+    let dataSize = buf.readUInt32LE(NEEDLE_HEADER_SIZE + B_DATA_SIZE)
+    if (flags & (FLAG_LINK | FLAG_TOMBSTONE)) {
+      // The size of the file is that of the needle referred to. Links and tombstones are small.
+      const ref = (await this.#needleAt(offset, needleLength(header.bodySize), keyHi, keyLo)).ref
+      if (!ref) throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: a link without its reference`)
+      dataSize = ref.dataSize
+    }
+    return { cookie: header.cookie, dataSize, deleted, offset, bodySize }
+  }
+
+  /** Fills buf from `.dat` at offsetUnits (synchronously when small, like reads). */
+  async #readAt(buf: Buffer, offsetUnits: number): Promise<void> {
+    const position = toByteOffset(offsetUnits)
     try {
       // The same rule as for reads: a small read costs less done here than in the thread pool.
       const bytesRead = buf.length <= this.#opts.syncReadBytesMax
@@ -414,8 +511,6 @@ export class Volume {
     } catch (err) {
       throw diskError(err, `read volume ${this.id}`)
     }
-    const header = decodeNeedleHeader(buf)
-    return { cookie: header.cookie, dataSize: buf.readUInt32LE(NEEDLE_HEADER_SIZE + B_DATA_SIZE), deleted }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -430,10 +525,7 @@ export class Volume {
     this.#assertOpen()
     if (this.readOnly) throw readOnly(this.id)
     return this.#underKeyLock(input.keyHi, input.keyLo, async () => {
-      const existing = await this.#peek(input.keyHi, input.keyLo)
-      if (existing && existing.cookie !== input.cookie) {
-        throw new NeedleError('NS_ERR_COOKIE_MISMATCH', 'the file id exists with another cookie')
-      }
+      await this.#checkCookie(input.keyHi, input.keyLo, input.cookie)
       const buf = encodeNeedle(input satisfies NeedleInput, this.#opts.now(), this.#seed)
       await this.#append(buf, input.keyHi, input.keyLo, buf.readUInt32LE(H_BODY_SIZE))
       return { size: input.data.length }
@@ -441,9 +533,42 @@ export class Volume {
   }
 
   /**
-   * Deletes key by appending a tombstone. Idempotent: an unknown key, a wrong cookie (which must
-   * answer like an unknown key) or a key already deleted succeed. Answers the file's size when
-   * the file is known, else 0.
+   * Stores a file under key that shares the bytes of the live file `target` of this volume (MD5
+   * dedup): a link needle, with the new file's own name, type and time. NS_ERR_DEDUP_MISS when
+   * the target is not a live file of this volume or its MD5 differs from `md5`; the caller then
+   * stores the bytes in full.
+   */
+  async link(input: LinkInput): Promise<{ size: number }> {
+    this.#assertOpen()
+    if (this.readOnly) throw readOnly(this.id)
+    return this.#underKeyLock(input.keyHi, input.keyLo, async () => {
+      await this.#checkCookie(input.keyHi, input.keyLo, input.cookie)
+      const miss = (why: string) => new NeedleError('NS_ERR_DEDUP_MISS', `volume ${this.id}: the stored copy ${why}`)
+      const { target } = input
+      const index = this.#index
+      if (!index.lookup(target.keyHi, target.keyLo) || index.foundDeleted) throw miss('is gone')
+      const offset = index.foundOffset
+      const bodySize = index.foundSize
+      const found = await this.#needleAt(offset, needleLength(bodySize), target.keyHi, target.keyLo)
+      if (found.keyHi !== target.keyHi || found.keyLo !== target.keyLo) {
+        throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index points at another needle`)
+      }
+      if (found.cookie !== target.cookie || found.tombstone) throw miss('is gone')
+      // A link shares the bytes its target shares: links never point at links.
+      const ref = found.ref ?? { offset, bodySize, dataSize: found.data.length, keyHi: found.keyHi, keyLo: found.keyLo, cookie: found.cookie }
+      const bytes = found.ref ? await this.#target(found.ref) : found
+      const md5 = found.md5 ?? bytes.md5 ?? createHash('md5').update(bytes.data).digest()
+      if (!md5.equals(input.md5)) throw miss('has other bytes (its MD5 differs)')
+      const buf = encodeNeedle({ ...input, data: EMPTY, ref, md5 }, this.#opts.now(), this.#seed)
+      await this.#append(buf, input.keyHi, input.keyLo, buf.readUInt32LE(H_BODY_SIZE))
+      return { size: ref.dataSize }
+    })
+  }
+
+  /**
+   * Deletes key by appending a tombstone that refers to the needle it deletes. Idempotent: an
+   * unknown key, a wrong cookie (which must answer like an unknown key) or a key already deleted
+   * succeed. Answers the file's size when the file is known, else 0.
    */
   async delete(keyHi: number, keyLo: number, cookie: number): Promise<{ size: number }> {
     this.#assertOpen()
@@ -452,10 +577,59 @@ export class Volume {
       if (!existing || existing.cookie !== cookie) return { size: 0 }
       if (existing.deleted) return { size: existing.dataSize }
       if (this.#readOnly) throw readOnly(this.id)
-      const buf = encodeNeedle({ cookie, keyHi, keyLo, data: new Uint8Array(0), tombstone: true }, this.#opts.now(), this.#seed)
+      const ref: NeedleRef = { offset: existing.offset, bodySize: existing.bodySize, dataSize: existing.dataSize, keyHi, keyLo, cookie }
+      const buf = encodeNeedle({ cookie, keyHi, keyLo, data: EMPTY, tombstone: true, ref }, this.#opts.now(), this.#seed)
       await this.#append(buf, keyHi, keyLo, IDX_TOMBSTONE_SIZE)
       return { size: existing.dataSize }
     })
+  }
+
+  /**
+   * Restores a deleted file whose bytes are still in the volume and whose delete is at most
+   * graceMs old: a link to those bytes, with the file's name, type and time. A live file is left
+   * as it is (undeleted: false). NS_ERR_NOT_FOUND when nothing is known to restore (or the
+   * cookie is wrong), NS_ERR_UNDELETE_EXPIRED past the grace period.
+   */
+  async undelete(keyHi: number, keyLo: number, cookie: number, graceMs: number): Promise<{ size: number; undeleted: boolean }> {
+    this.#assertOpen()
+    if (this.readOnly) throw readOnly(this.id)
+    return this.#underKeyLock(keyHi, keyLo, async () => {
+      const existing = await this.#peek(keyHi, keyLo)
+      if (!existing || existing.cookie !== cookie) throw notFound()
+      if (!existing.deleted) return { size: existing.dataSize, undeleted: false }
+      const tombstone = await this.#needleAt(existing.offset, needleLength(existing.bodySize), keyHi, keyLo)
+      if (!tombstone.tombstone || !tombstone.ref) throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index points at a deleted key's tombstone that is not one`)
+      const deletedAgoMs = this.#opts.now() - tombstone.appendAtMs
+      if (deletedAgoMs > graceMs) {
+        throw new NeedleError('NS_ERR_UNDELETE_EXPIRED', `deleted ${Math.round(deletedAgoMs / 1000)} s ago, past the grace period of ${Math.round(graceMs / 1000)} s`)
+      }
+      // The needle deleted: a file's own bytes, or a link to bytes it shares.
+      const deleted = await this.#target(tombstone.ref)
+      const ref = deleted.ref ?? tombstone.ref
+      if (deleted.ref) await this.#target(deleted.ref)
+      const restored = deleted
+      const buf = encodeNeedle({
+        cookie,
+        keyHi,
+        keyLo,
+        data: EMPTY,
+        ref,
+        ...(restored.name !== undefined ? { name: restored.name } : {}),
+        ...(restored.mime !== undefined ? { mime: restored.mime } : {}),
+        ...(restored.lastModifiedMs !== undefined ? { lastModifiedMs: restored.lastModifiedMs } : {}),
+        ...(restored.md5 !== undefined ? { md5: restored.md5 } : {}),
+      }, this.#opts.now(), this.#seed)
+      await this.#append(buf, keyHi, keyLo, buf.readUInt32LE(H_BODY_SIZE))
+      return { size: ref.dataSize, undeleted: true }
+    })
+  }
+
+  /** A write or link may replace key only with its cookie. */
+  async #checkCookie(keyHi: number, keyLo: number, cookie: number): Promise<void> {
+    const existing = await this.#peek(keyHi, keyLo)
+    if (existing && existing.cookie !== cookie) {
+      throw new NeedleError('NS_ERR_COOKIE_MISMATCH', 'the file id exists with another cookie')
+    }
   }
 
   /** Runs fn after every earlier write or delete of the same key has finished. */
@@ -568,10 +742,10 @@ export class Volume {
   #applyToIndex(keyHi: number, keyLo: number, offsetUnits: number, size: number): void {
     const index = this.#index
     if (size === IDX_TOMBSTONE_SIZE) {
-      if (index.lookup(keyHi, keyLo) && !index.foundDeleted) {
-        this.#liveBytes -= needleLength(index.foundSize)
-        index.markDeleted(keyHi, keyLo)
-      }
+      // A deleted key's entry points at its tombstone, which points at what it deleted.
+      if (index.lookup(keyHi, keyLo) && !index.foundDeleted) this.#liveBytes -= needleLength(index.foundSize)
+      index.set(keyHi, keyLo, offsetUnits, TOMBSTONE_BODY_SIZE)
+      index.markDeleted(keyHi, keyLo)
       return
     }
     const previous = index.set(keyHi, keyLo, offsetUnits, size)
@@ -656,7 +830,7 @@ export class Volume {
           kept++
           continue
         }
-        const end = start + (size === IDX_TOMBSTONE_SIZE ? NEEDLE_MIN_LENGTH : needleLength(size))
+        const end = start + (size === IDX_TOMBSTONE_SIZE ? TOMBSTONE_LENGTH : needleLength(size))
         if ((afterDamage ? start <= scanFrom : start !== scanFrom) || end > datBytes) break load
         afterDamage = false
         this.#applyToIndex(keyHi, keyLo, offset, size)
@@ -685,7 +859,7 @@ export class Volume {
 
   async #isWholeNeedle(offsetUnits: number, size: number): Promise<boolean> {
     try {
-      const needle = await this.#readNeedleAt(offsetUnits, size === IDX_TOMBSTONE_SIZE ? BODY_FIXED_SIZE : size)
+      const needle = await this.#readNeedleAt(offsetUnits, size === IDX_TOMBSTONE_SIZE ? TOMBSTONE_BODY_SIZE : size)
       return needle.tombstone === (size === IDX_TOMBSTONE_SIZE)
     } catch {
       return false

@@ -42,6 +42,13 @@ import {
   toByteOffset,
   toUnits,
   type NeedleInput,
+  FLAG_LINK,
+  REF_COOKIE,
+  REF_SIZE,
+  TOMBSTONE_BODY_SIZE,
+  TOMBSTONE_LENGTH,
+  encodeRef,
+  type NeedleRef,
 } from '../../src/common/format.js'
 import { bytesFrom } from '../helpers/volume.js'
 
@@ -67,20 +74,33 @@ const mimeArb = fc.oneof(
   fc.string({ unit: 'grapheme-ascii', maxLength: MIME_BYTES_MAX }),
 )
 
-const inputArb: fc.Arbitrary<NeedleInput> = fc.record(
-  {
-    cookie: u32,
-    keyHi: u32,
-    keyLo: u32,
-    data: dataArb,
-    tombstone: fc.boolean(),
-    name: nameArb,
-    mime: mimeArb,
-    lastModifiedMs: u48,
-    md5: fc.uint8Array({ minLength: MD5_SIZE, maxLength: MD5_SIZE }),
-  },
-  { requiredKeys: ['cookie', 'keyHi', 'keyLo', 'data'] },
-)
+const refArb: fc.Arbitrary<NeedleRef> = fc.record({ offset: u32, bodySize: u32, dataSize: u32, keyHi: u32, keyLo: u32, cookie: u32 })
+
+/** Files, tombstones (which always carry a reference) and links (a reference instead of data). */
+const inputArb: fc.Arbitrary<NeedleInput> = fc
+  .tuple(
+    fc.record(
+      {
+        cookie: u32,
+        keyHi: u32,
+        keyLo: u32,
+        data: dataArb,
+        name: nameArb,
+        mime: mimeArb,
+        lastModifiedMs: u48,
+        md5: fc.uint8Array({ minLength: MD5_SIZE, maxLength: MD5_SIZE }),
+      },
+      { requiredKeys: ['cookie', 'keyHi', 'keyLo', 'data'] },
+    ),
+    fc.constantFrom('file', 'tombstone', 'link'),
+    refArb,
+  )
+  .map(([input, kind, ref]) => (kind === 'file' ? input : kind === 'tombstone' ? { ...input, tombstone: true, ref } : { ...input, ref }))
+
+function sameRef(a: NeedleRef | undefined, b: NeedleRef | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b
+  return a.offset === b.offset && a.bodySize === b.bodySize && a.dataSize === b.dataSize && a.keyHi === b.keyHi && a.keyLo === b.keyLo && a.cookie === b.cookie
+}
 
 /** What decodeNeedle must give back for an input. */
 function expected(input: NeedleInput) {
@@ -90,7 +110,9 @@ function expected(input: NeedleInput) {
     keyHi: input.keyHi,
     keyLo: input.keyLo,
     tombstone: tomb,
-    data: tomb ? Buffer.alloc(0) : Buffer.from(input.data),
+    link: !tomb && input.ref !== undefined,
+    ref: input.ref,
+    data: input.ref ? encodeRef(input.ref) : Buffer.from(input.data),
     name: tomb || !input.name ? undefined : input.name,
     mime: tomb || !input.mime ? undefined : input.mime,
     lastModifiedMs: tomb ? undefined : input.lastModifiedMs,
@@ -128,8 +150,12 @@ t.test('layout constants are consistent', async (t) => {
       t.fail(`needleLength(${body}) = ${length}`)
     }
   }
-  const tomb = encodeNeedle({ cookie: 1, keyHi: 2, keyLo: 3, data: new Uint8Array(10), tombstone: true, name: 'x', mime: 'y/z' }, 5)
-  t.equal(tomb.length, NEEDLE_MIN_LENGTH, 'a tombstone is the smallest needle whatever the input carries')
+  const ref = { offset: 9, bodySize: 40, dataSize: 8, keyHi: 2, keyLo: 3, cookie: 1 }
+  const tomb = encodeNeedle({ cookie: 1, keyHi: 2, keyLo: 3, data: new Uint8Array(10), tombstone: true, name: 'x', mime: 'y/z', ref }, 5)
+  t.equal(tomb.length, TOMBSTONE_LENGTH, 'every tombstone has one length whatever the input carries')
+  t.equal(TOMBSTONE_LENGTH, needleLength(TOMBSTONE_BODY_SIZE))
+  t.equal(REF_SIZE, REF_COOKIE + 4)
+  t.throws(() => encodeNeedle({ cookie: 1, keyHi: 2, keyLo: 3, data: new Uint8Array(0), tombstone: true }, 5), TypeError, 'a tombstone without a reference is a programmer error')
   t.equal(toByteOffset(toUnits(SUPERBLOCK_SIZE)), SUPERBLOCK_SIZE)
   t.equal(toUnits(VOLUME_BYTES_MAX - NEEDLE_ALIGNMENT), 0xffff_ffff)
   t.throws(() => toUnits(SUPERBLOCK_SIZE + 3), TypeError, 'an unaligned offset is a programmer error')
@@ -148,6 +174,8 @@ t.test('encodeNeedle / decodeNeedle round trip', async (t) => {
         n.keyLo === want.keyLo &&
         n.tombstone === want.tombstone &&
         ((n.flags & FLAG_TOMBSTONE) !== 0) === want.tombstone &&
+        ((n.flags & FLAG_LINK) !== 0) === want.link &&
+        sameRef(n.ref, want.ref) &&
         Buffer.compare(n.data, want.data) === 0 &&
         n.name === want.name &&
         n.mime === want.mime &&
@@ -220,7 +248,8 @@ t.test('corrupting each byte of a few needles, exhaustively, is detected', async
   const needles = [
     encodeNeedle({ cookie: 0x637037d6, keyHi: 0, keyLo: 1, data: bytesFrom(37, 3), name: 'file.jpg', mime: 'image/jpeg', lastModifiedMs: 1_700_000_000_000, md5: bytesFrom(16, 4) }, 1_700_000_000_123),
     encodeNeedle({ cookie: 1, keyHi: 0x8000_0000, keyLo: 2, data: new Uint8Array(0) }, 0),
-    encodeNeedle({ cookie: 2, keyHi: 3, keyLo: 4, data: new Uint8Array(0), tombstone: true }, 42),
+    encodeNeedle({ cookie: 2, keyHi: 3, keyLo: 4, data: new Uint8Array(0), tombstone: true, ref: { offset: 8, bodySize: 37, dataSize: 5, keyHi: 3, keyLo: 4, cookie: 2 } }, 42),
+    encodeNeedle({ cookie: 4, keyHi: 3, keyLo: 5, data: new Uint8Array(0), name: 'copy.jpg', ref: { offset: 8, bodySize: 37, dataSize: 5, keyHi: 3, keyLo: 4, cookie: 2 } }, 43),
     encodeNeedle({ cookie: 3, keyHi: 5, keyLo: 6, data: bytesFrom(5, 7) }, U48_MAX),
   ]
   const wrong: string[] = []
@@ -280,6 +309,10 @@ t.test('structural checks beyond the checksum', async (t) => {
   const tomb = make()
   tomb[NEEDLE_HEADER_SIZE + B_FLAGS] |= FLAG_TOMBSTONE
   t.equal(codeOf(() => decodeNeedle(reseal(tomb))), 'NS_ERR_CORRUPT_NEEDLE', 'a tombstone with contents')
+
+  const link = make()
+  link[NEEDLE_HEADER_SIZE + B_FLAGS] |= FLAG_LINK
+  t.equal(codeOf(() => decodeNeedle(reseal(link))), 'NS_ERR_CORRUPT_NEEDLE', 'a link whose data is not a reference')
 
   const padded = make()
   t.ok(padded.length > NEEDLE_HEADER_SIZE + padded.readUInt32LE(H_BODY_SIZE) + NEEDLE_FOOTER_SIZE, 'this needle has padding')

@@ -185,7 +185,8 @@ t.test('torn tail: a torn tombstone leaves the file alive', async (t) => {
   const dir = await tempDir(t)
   const base = await buildBase(dir, 6)
   const victim = base.expect.live[0]!
-  const tomb = encodeNeedle({ cookie: victim.cookie, keyHi: victim.keyHi, keyLo: victim.keyLo, data: new Uint8Array(0), tombstone: true }, CLOCK_MS, base.seed)
+  const ref = { offset: toUnits(SUPERBLOCK_SIZE), bodySize: BODY_FIXED_SIZE + victim.data.length, dataSize: victim.data.length, keyHi: victim.keyHi, keyLo: victim.keyLo, cookie: victim.cookie }
+  const tomb = encodeNeedle({ cookie: victim.cookie, keyHi: victim.keyHi, keyLo: victim.keyLo, data: new Uint8Array(0), tombstone: true, ref }, CLOCK_MS, base.seed)
   const tombEntry = encodeIdxEntry({ keyHi: victim.keyHi, keyLo: victim.keyLo, offset: toUnits(base.dat.length), size: IDX_TOMBSTONE_SIZE })
   const problems: string[] = []
   for (const withEntry of [false, true]) {

@@ -2,7 +2,7 @@ import { seededRandom } from '../helpers/random.js'
 import t, { type Test } from 'tap'
 import { readdir, stat } from 'node:fs/promises'
 import { isNeedleError } from '../../src/common/errors.js'
-import { IDX_ENTRY_SIZE, NEEDLE_MIN_LENGTH, SUPERBLOCK_SIZE, encodeNeedle, needleLength, BODY_FIXED_SIZE } from '../../src/common/format.js'
+import { IDX_ENTRY_SIZE, TOMBSTONE_LENGTH, SUPERBLOCK_SIZE, encodeNeedle, needleLength, BODY_FIXED_SIZE } from '../../src/common/format.js'
 import { Volume, datPath, idxPath, type CreateVolumeOptions, type FsyncPolicy, type WriteInput } from '../../src/dataserver/volume.js'
 import { CLOCK_MS, bytesFrom, codeOf, tempDir, volumeOptions } from '../helpers/volume.js'
 
@@ -204,15 +204,15 @@ t.test('deletes are idempotent and survive a restart', async (t) => {
   t.equal((await v.read(f.keyHi, f.keyLo, 9)).data.length, 1234, 'a delete with a wrong cookie deletes nothing')
 
   t.same(await v.delete(f.keyHi, f.keyLo, 9), { size: 1234 }, 'the first delete answers the size')
-  t.equal(v.datBytes, beforeWrongCookie + NEEDLE_MIN_LENGTH, 'one tombstone appended')
+  t.equal(v.datBytes, beforeWrongCookie + TOMBSTONE_LENGTH, 'one tombstone appended')
   t.equal(await codeOf(v.read(f.keyHi, f.keyLo, 9)), 'NS_ERR_NOT_FOUND', 'a deleted key is not found')
   t.same(await v.delete(f.keyHi, f.keyLo, 9), { size: 1234 }, 'a second delete answers the original size')
-  t.equal(v.datBytes, beforeWrongCookie + NEEDLE_MIN_LENGTH, 'and appends nothing')
+  t.equal(v.datBytes, beforeWrongCookie + TOMBSTONE_LENGTH, 'and appends nothing')
   const s = v.status()
   t.equal(s.liveCount, 1)
   t.equal(s.deletedCount, 1)
   t.equal(s.liveBytes, encodeNeedle(other, CLOCK_MS).length)
-  t.equal(s.garbageBytes, encodeNeedle(f, CLOCK_MS).length + NEEDLE_MIN_LENGTH, 'the deleted needle and its tombstone are garbage')
+  t.equal(s.garbageBytes, encodeNeedle(f, CLOCK_MS).length + TOMBSTONE_LENGTH, 'the deleted needle and its tombstone are garbage')
 
   await v.close()
   const again = await reopen(t, dir)
