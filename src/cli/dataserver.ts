@@ -29,6 +29,8 @@ export interface DataServerArgs {
   ip?: string
   heartbeatIntervalMs: number
   replicateTimeoutMs: number
+  undeleteGraceSeconds: number
+  batchDeleteMax: number
 }
 
 /** The flags every command that runs a data server shares. */
@@ -41,6 +43,8 @@ export function dataServerFlags<T>(y: Argv<T>) {
     .option('ip', { type: 'string', describe: 'address the master and other data servers reach this one at (default: --host)' })
     .option('heartbeat-interval-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.heartbeatIntervalMs, describe: 'time between heartbeats to the master' })
     .option('replicate-timeout-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.replicateTimeoutMs, describe: 'a write forwarded to another replica fails past this' })
+    .option('undelete-grace-seconds', { type: 'number', default: DATA_SERVER_DEFAULTS.undeleteGraceSeconds, describe: 'a deleted file can be undeleted for this long; compaction keeps its bytes meanwhile' })
+    .option('batch-delete-max', { type: 'number', default: DATA_SERVER_DEFAULTS.batchDeleteMax, describe: 'fids in one POST /delete at most' })
     .option('data-center', { type: 'string', default: DATA_SERVER_DEFAULTS.dataCenter })
     .option('rack', { type: 'string', default: DATA_SERVER_DEFAULTS.rack })
     .option('file-bytes-max', { type: 'string', default: '32MiB', describe: 'largest file accepted' })
@@ -86,6 +90,8 @@ export function dataServerInput(args: Omit<DataServerArgs, 'dir' | 'port'>, dir:
     ip: args.ip,
     heartbeatIntervalMs: args.heartbeatIntervalMs,
     replicateTimeoutMs: args.replicateTimeoutMs,
+    undeleteGraceSeconds: args.undeleteGraceSeconds,
+    batchDeleteMax: args.batchDeleteMax,
   }
 }
 

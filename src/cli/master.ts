@@ -15,6 +15,8 @@ interface MasterArgs {
   tokenTtlSeconds: number
   keyLease: number
   fileBytesMax: string
+  dedup: boolean
+  dedupBytesMin: string
 }
 
 export const masterCommand: CommandModule<object, MasterArgs> = {
@@ -32,7 +34,9 @@ export const masterCommand: CommandModule<object, MasterArgs> = {
       .option('dead-after-ms', { type: 'number', default: MASTER_DEFAULTS.deadAfterMs, describe: 'a data server silent this long is dead' })
       .option('token-ttl-seconds', { type: 'number', default: MASTER_DEFAULTS.tokenTtlSeconds, describe: 'life of a write token' })
       .option('key-lease', { type: 'number', default: MASTER_DEFAULTS.keyLease, describe: 'file keys reserved per durable write' })
-      .option('file-bytes-max', { type: 'string', default: '32MiB', describe: 'largest file /submit takes' }) as unknown as Argv<MasterArgs>,
+      .option('file-bytes-max', { type: 'string', default: '32MiB', describe: 'largest file /submit takes' })
+      .option('dedup', { type: 'boolean', default: MASTER_DEFAULTS.dedup, describe: 'MD5 dedup: an upload of bytes the cluster holds shares them (--no-dedup: never)' })
+      .option('dedup-bytes-min', { type: 'string', default: '1KiB', describe: 'smaller files are never shared (at least 1KiB)' }) as unknown as Argv<MasterArgs>,
   handler: async (args: ArgumentsCamelCase<MasterArgs>) => {
     const master = await startMaster({
       dir: args.dir,
@@ -46,6 +50,8 @@ export const masterCommand: CommandModule<object, MasterArgs> = {
       tokenTtlSeconds: args.tokenTtlSeconds,
       keyLease: args.keyLease,
       fileBytesMax: parseBytes('file-bytes-max', args.fileBytesMax),
+      dedup: args.dedup,
+      dedupBytesMin: parseBytes('dedup-bytes-min', args.dedupBytesMin),
     })
     process.stdout.write(`needlestore master listening on ${master.url}\n`)
     stopOnSignals(() => master.close())

@@ -86,6 +86,20 @@ export interface ReplicaResult {
 const LOOKUPS_IN_FLIGHT_MAX = 1024
 const RECONCILE_BATCH = 256
 
+/** A file stored through this server, for the master's MD5 dedup index. */
+interface DedupReport {
+  readonly collection: string
+  readonly replication: string
+  readonly md5: string
+  readonly fid: string
+  readonly size: number
+}
+/** Files smaller than this are not worth sharing: a link needle costs about as much. */
+export const DEDUP_BYTES_MIN = 1024
+const DEDUP_BATCH = 1000
+const DEDUP_QUEUE_MAX = 20_000
+const DEDUP_DELAY_MS = 200
+
 export class ClusterLink {
   readonly #opts: ClusterLinkOptions
   readonly #store: Store
@@ -97,6 +111,10 @@ export class ClusterLink {
   /** Lookups at the master in flight, by volume. */
   readonly #lookups = new Map<number, Promise<Location[]>>()
   readonly #streams = new Map<string, PeerStream>()
+  #dedupQueue: DedupReport[] = []
+  #dedupTimer: NodeJS.Timeout | undefined
+  #dedupSending: Promise<void> | undefined
+  #dedupDropped = 0
   #timer: NodeJS.Timeout | undefined
   #beating: Promise<void> | undefined
   #beatAgain = false
@@ -331,6 +349,59 @@ export class ClusterLink {
   }
 
   // ------------------------------------------------------------------------------------------
+  // MD5 dedup: the files clients store here, reported to the master in batches. A report lost
+  // (the master down, the queue full) only loses a chance to share bytes later.
+
+  stored(volume: { readonly collection: string; readonly placement: number }, fid: string, md5: string, size: number): void {
+    if (!this.#opts.master || this.#closed || size < DEDUP_BYTES_MIN) return
+    if (this.#dedupQueue.length >= DEDUP_QUEUE_MAX) {
+      if (this.#dedupDropped++ === 0) this.#opts.log(`dedup reports to the master are ${DEDUP_QUEUE_MAX} behind; dropping some`)
+      return
+    }
+    const replication = formatPlacement(placementFromByte(volume.placement))
+    this.#dedupQueue.push({ collection: volume.collection, replication, md5, fid, size })
+    if (this.#dedupQueue.length >= DEDUP_BATCH) void this.#sendDedup()
+    else if (!this.#dedupTimer) {
+      this.#dedupTimer = setTimeout(() => {
+        this.#dedupTimer = undefined
+        void this.#sendDedup()
+      }, DEDUP_DELAY_MS)
+      this.#dedupTimer.unref()
+    }
+  }
+
+  /** Sends the queued reports; resolves once the queue is empty (or the master failed). */
+  #sendDedup(): Promise<void> {
+    this.#dedupSending ??= (async () => {
+      while (this.#dedupQueue.length > 0) {
+        const entries = this.#dedupQueue.splice(0, DEDUP_BATCH)
+        try {
+          const answer = await callPeer(this.#agent, `${this.#opts.master}/cluster/dedup`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', ...secretHeaders(this.#opts.secret) },
+            body: JSON.stringify({ entries }),
+            timeoutMs: this.#opts.replicateTimeoutMs,
+          })
+          if (answer.statusCode !== 200) throw new NeedleError('NS_ERR_BAD_GATEWAY', `${answer.statusCode} ${answerError(answer).error}`)
+          this.#dedupDropped = 0
+        } catch (err) {
+          if (this.#dedupDropped++ === 0) this.#opts.log(`dedup report to the master failed: ${(err as Error).message}`)
+        }
+      }
+    })().finally(() => {
+      this.#dedupSending = undefined
+    })
+    return this.#dedupSending
+  }
+
+  /** Sends what is queued now (tests and shutdown). */
+  flushDedup(): Promise<void> {
+    clearTimeout(this.#dedupTimer)
+    this.#dedupTimer = undefined
+    return this.#sendDedup()
+  }
+
+  // ------------------------------------------------------------------------------------------
   // Heartbeats.
 
   /** Sends a heartbeat now (or right after the one in flight). */
@@ -420,6 +491,7 @@ export class ClusterLink {
   }
 
   async close(): Promise<void> {
+    await this.flushDedup().catch(() => {})
     this.#closed = true
     clearTimeout(this.#timer)
     await this.#beating

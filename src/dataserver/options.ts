@@ -31,6 +31,10 @@ export interface DataServerOptions extends ServerVolumeSettings {
   readonly replicateTimeoutMs: number
   /** Keys of failed replicated writes awaiting reconciliation, at most. */
   readonly reconcileQueueMax: number
+  /** A deleted file can be undeleted for this long after its delete. */
+  readonly undeleteGraceSeconds: number
+  /** Fids in one batch delete request, at most. */
+  readonly batchDeleteMax: number
   readonly dataCenter: string
   readonly rack: string
   /** Largest file accepted, in bytes; a larger upload gets 413 and writes nothing. */
@@ -78,6 +82,8 @@ export const DATA_SERVER_DEFAULTS = Object.freeze({
   heartbeatIntervalMs: 2000,
   replicateTimeoutMs: 10_000,
   reconcileQueueMax: 100_000,
+  undeleteGraceSeconds: 86_400,
+  batchDeleteMax: 1000,
 })
 
 export function resolveDataServerOptions(input: DataServerInput): DataServerOptions {
@@ -93,6 +99,8 @@ export function resolveDataServerOptions(input: DataServerInput): DataServerOpti
     heartbeatIntervalMs: integer('heartbeatIntervalMs', o.heartbeatIntervalMs, 10, 60_000),
     replicateTimeoutMs: integer('replicateTimeoutMs', o.replicateTimeoutMs, 10, 3_600_000),
     reconcileQueueMax: integer('reconcileQueueMax', o.reconcileQueueMax, 1, 10_000_000),
+    undeleteGraceSeconds: integer('undeleteGraceSeconds', o.undeleteGraceSeconds, 0, 10 * 365 * 86_400),
+    batchDeleteMax: integer('batchDeleteMax', o.batchDeleteMax, 1, 100_000),
     dataCenter: nonEmptyString('dataCenter', o.dataCenter),
     rack: nonEmptyString('rack', o.rack),
     fileBytesMax: integer('fileBytesMax', o.fileBytesMax, 1, Math.min(DATA_BYTES_MAX, 1024 * MiB)),

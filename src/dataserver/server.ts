@@ -8,12 +8,13 @@ import multipart from '@fastify/multipart'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { checkSecret } from '../common/auth.js'
 import { NeedleError, isNeedleError } from '../common/errors.js'
-import { formatFid, parseFidPath, parseVolumeId, type FidPath, type FileId } from '../common/fid.js'
+import { formatFid, parseFid, parseFidPath, parseVolumeId, type FidPath, type FileId } from '../common/fid.js'
+import { openDedupRef } from '../common/dedup-ref.js'
 import { collectionParam } from '../common/format.js'
 import { originOf } from '../common/peer.js'
 import { bearerOf, verifyToken } from '../common/token.js'
 import { ClusterLink, REPLICATE_BATCH_BYTES_MAX, REPLICATE_BATCH_OPS_MAX, type ReplicaOutcome, type ReplicaResult } from './cluster.js'
-import { KIND_DELETE, KIND_WRITE, decodeOps, type ReplicaOp } from './replica-batch.js'
+import { KIND_DELETE, KIND_LINK, KIND_UNDELETE, KIND_WRITE, decodeOps, type ReplicaOp } from './replica-batch.js'
 import { toErrorResponse } from '../common/http-errors.js'
 import { OCTET_STREAM, essence, isActiveContent, mimeFromName } from '../common/mime.js'
 import { formatPlacement, parsePlacement, placementFromByte, placementToByte } from '../common/placement.js'
@@ -23,6 +24,7 @@ import { parseRange } from './range.js'
 import { ReadCache } from './read-cache.js'
 import { Store } from './store.js'
 import type { Needle } from '../common/format.js'
+import type { LinkInput, Volume } from './volume.js'
 
 export const VERSION = 'needlestore 0.1.0'
 
@@ -130,6 +132,7 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
   app.route({ method: ['GET', 'HEAD'], url: '/*', handler: (req, reply) => readFile(server, req, reply) })
   app.route({ method: ['POST', 'PUT'], url: '/*', handler: (req, reply) => writeFile(server, req, reply) })
   app.route({ method: 'DELETE', url: '/*', handler: (req, reply) => deleteFile(server, req, reply) })
+  app.post('/delete', (req) => deleteMany(server, req))
   return server
 }
 
@@ -333,10 +336,14 @@ async function readUpload(req: FastifyRequest, path: FidPath, fileBytesMax: numb
   }
   const body = req.body
   const data = Buffer.isBuffer(body) ? body : Buffer.alloc(0)
-  // curl --data-binary labels every body as a form; neither that nor octet-stream names a type.
+  return { data, name: query.filename || path.name, mime: typedMime(req) }
+}
+
+/** The type a raw body names, if any: curl --data-binary labels every body as a form, and
+ *  neither that nor octet-stream says what the file is. */
+function typedMime(req: FastifyRequest): string | undefined {
   const mime = essence(req.headers['content-type'])
-  const typed = mime === OCTET_STREAM || mime === 'application/x-www-form-urlencoded' ? undefined : mime
-  return { data, name: query.filename || path.name, mime: typed }
+  return mime === OCTET_STREAM || mime === 'application/x-www-form-urlencoded' ? undefined : mime
 }
 
 /**
@@ -373,16 +380,12 @@ async function writeFile(server: DataServer, req: FastifyRequest, reply: Fastify
   const replica = query.type === 'replicate'
   authorize(server, req, path, replica)
   const volume = server.store.volume(fid.volumeId)
+  if (query.dedupOf !== undefined && !replica) return linkFile(server, req, reply, path, volume)
   const upload = await readUpload(req, path, server.options.fileBytesMax)
   if (upload.data.length > server.options.fileBytesMax) {
     throw new NeedleError('NS_ERR_BODY_TOO_LARGE', `the file is ${upload.data.length} bytes, at most ${server.options.fileBytesMax}`)
   }
-  if (upload.name !== undefined && Buffer.byteLength(upload.name) > 255) {
-    throw new NeedleError('NS_ERR_BAD_REQUEST', 'the file name is longer than 255 bytes')
-  }
-  if (upload.mime !== undefined && (upload.mime.length > 255 || !/^[\x21-\x7e]+$/.test(upload.mime))) {
-    throw new NeedleError('NS_ERR_BAD_REQUEST', 'the content type is malformed or longer than 255 bytes')
-  }
+  checkNameAndMime(upload)
   const md5 = createHash('md5').update(upload.data).digest()
   const contentMd5 = req.headers['content-md5']
   if (typeof contentMd5 === 'string' && contentMd5 !== md5.toString('base64')) {
@@ -408,8 +411,62 @@ async function writeFile(server: DataServer, req: FastifyRequest, reply: Fastify
     await replicated(server, fid, volume.write(input), peers.map((peer) => server.cluster.replicate(peer, op)))
   }
   const eTag = md5.toString('hex')
+  if (!replica) server.cluster.stored(volume, formatFid(fid), eTag, upload.data.length)
   reply.header('etag', `"${eTag}"`)
-  return reply.code(201).send({ name: upload.name ?? '', size: upload.data.length, eTag, mime: upload.mime ?? '' })
+  return reply.code(201).send({ name: upload.name ?? '', size: upload.data.length, eTag, mime: upload.mime ?? '', deduplicated: false })
+}
+
+function checkNameAndMime(upload: { readonly name: string | undefined; readonly mime: string | undefined }): void {
+  if (upload.name !== undefined && Buffer.byteLength(upload.name) > 255) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'the file name is longer than 255 bytes')
+  }
+  if (upload.mime !== undefined && (upload.mime.length > 255 || !/^[\x21-\x7e]+$/.test(upload.mime))) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'the content type is malformed or longer than 255 bytes')
+  }
+}
+
+/**
+ * `POST /<fid>?dedupOf=<stored fid>&md5=<hex>` with an empty body: stores fid as a file that
+ * shares the bytes of a stored file of the same volume (MD5 dedup). The link is made here first
+ * and then on the other copies, so that a miss (NS_ERR_DEDUP_MISS: the client uploads the whole
+ * file to the same fid instead) leaves nothing anywhere.
+ */
+async function linkFile(server: DataServer, req: FastifyRequest, reply: FastifyReply, path: FidPath, volume: Volume): Promise<FastifyReply> {
+  const { fid } = path
+  const query = req.query as Record<string, string | undefined>
+  const target = parseFid(openDedupRef(server.options.secret, query.dedupOf!, formatFid(fid)))
+  if (target.volumeId !== fid.volumeId) {
+    throw new NeedleError('NS_ERR_DEDUP_MISS', `the stored copy is in volume ${target.volumeId}, not in volume ${fid.volumeId}`)
+  }
+  if (query.md5 === undefined || !/^[0-9a-fA-F]{32}$/.test(query.md5)) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'a dedup upload needs md5: the MD5 of the file, 32 hex digits')
+  }
+  if (req.isMultipart() || (Buffer.isBuffer(req.body) && req.body.length > 0)) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'a dedup upload has an empty body: the bytes are those of the stored copy')
+  }
+  const md5 = Buffer.from(query.md5, 'hex')
+  const name = query.filename || path.name
+  const mime = typedMime(req)
+  checkNameAndMime({ name, mime })
+  const input: LinkInput = {
+    cookie: fid.cookie,
+    keyHi: fid.keyHi,
+    keyLo: fid.keyLo,
+    md5,
+    target: { keyHi: target.keyHi, keyLo: target.keyLo, cookie: target.cookie },
+    lastModifiedMs: lastModifiedOf(query, false) ?? server.options.now(),
+    ...(name !== undefined ? { name } : {}),
+    ...(mime !== undefined ? { mime } : {}),
+  }
+  const peers = server.cluster.peersFor(fid.volumeId, volume.placement, 'write')
+  const { size } = await volume.link(input)
+  if (peers.length > 0) {
+    const op: ReplicaOp = { kind: KIND_LINK, volumeId: fid.volumeId, ...input }
+    await replicated(server, fid, Promise.resolve(), peers.map((peer) => server.cluster.replicate(peer, op)))
+  }
+  const eTag = md5.toString('hex')
+  reply.header('etag', `"${eTag}"`)
+  return reply.code(201).send({ name: name ?? '', size, eTag, mime: mime ?? '', deduplicated: true })
 }
 
 /** The file's time: `ts` (Unix seconds) from a client, `lm` (milliseconds) from a replica. */
@@ -447,6 +504,21 @@ async function applyReplicaOp(server: DataServer, op: ReplicaOp): Promise<Replic
   try {
     const volume = server.store.volume(op.volumeId)
     if (op.kind === KIND_DELETE) return { status: 202, size: (await volume.delete(op.keyHi, op.keyLo, op.cookie)).size }
+    // The copy that took the undelete checked the grace period; this copy restores what it has.
+    if (op.kind === KIND_UNDELETE) return { status: 200, size: (await volume.undelete(op.keyHi, op.keyLo, op.cookie, Infinity)).size }
+    if (op.kind === KIND_LINK) {
+      const { size } = await volume.link({
+        cookie: op.cookie,
+        keyHi: op.keyHi,
+        keyLo: op.keyLo,
+        md5: op.md5 ?? Buffer.alloc(16),
+        target: op.target!,
+        ...(op.name !== undefined ? { name: op.name } : {}),
+        ...(op.mime !== undefined ? { mime: op.mime } : {}),
+        ...(op.lastModifiedMs !== undefined ? { lastModifiedMs: op.lastModifiedMs } : {}),
+      })
+      return { status: 201, size }
+    }
     const data = op.data ?? Buffer.alloc(0)
     if (op.md5 && !createHash('md5').update(data).digest().equals(op.md5)) {
       throw new NeedleError('NS_ERR_BAD_REQUEST', 'the data does not match its MD5: damaged on the way')
@@ -473,6 +545,11 @@ async function deleteFile(server: DataServer, req: FastifyRequest, reply: Fastif
   const { fid } = path
   const replica = (req.query as Record<string, string | undefined>).type === 'replicate'
   authorize(server, req, path, replica)
+  return reply.code(202).send(await deleteReplicated(server, fid, replica))
+}
+
+/** Deletes fid here and, unless this is a replica's copy of a delete, on every other copy. */
+async function deleteReplicated(server: DataServer, fid: FileId, replica: boolean): Promise<{ size: number }> {
   const volume = server.store.volume(fid.volumeId)
   const peers = replica ? [] : server.cluster.peersFor(fid.volumeId, volume.placement, 'delete')
   const local = volume.delete(fid.keyHi, fid.keyLo, fid.cookie)
@@ -480,8 +557,59 @@ async function deleteFile(server: DataServer, req: FastifyRequest, reply: Fastif
     const op: ReplicaOp = { kind: KIND_DELETE, volumeId: fid.volumeId, cookie: fid.cookie, keyHi: fid.keyHi, keyLo: fid.keyLo }
     await replicated(server, fid, local, peers.map((peer) => server.cluster.replicate(peer, op)))
   }
-  const { size } = await local
-  return reply.code(202).send({ size })
+  return local
+}
+
+/**
+ * `POST /delete`: many deletes in one request, `{"fids": [...]}` (or `?fid=` repeated). Each
+ * fid is deleted as by DELETE /<fid>, replicated, and gets its own result, in request order.
+ * With a secret, the request carries the secret, or each item is `{"fid", "jwt"}` with a token
+ * for its fid.
+ */
+async function deleteMany(server: DataServer, req: FastifyRequest): Promise<{ results: unknown[] }> {
+  const { secret, batchDeleteMax } = server.options
+  const items = batchDeleteItems(req)
+  if (items.length > batchDeleteMax) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', `${items.length} fids in one batch delete, at most ${batchDeleteMax}`)
+  }
+  let trusted = secret === undefined
+  if (!trusted && bearerOf(req.headers.authorization) === secret) {
+    checkSecret(secret, req.headers.authorization)
+    trusted = true
+  }
+  const results = await Promise.all(
+    items.map(async (item) => {
+      const text = typeof item === 'string' ? item : item.fid
+      try {
+        const path = parseFidPath(`/${text}`)
+        if (!trusted) verifyToken(secret!, typeof item === 'string' ? undefined : item.jwt, path.text, server.options.now())
+        return { fid: text, status: 202, ...(await deleteReplicated(server, path.fid, false)) }
+      } catch (err) {
+        const { statusCode, body } = toErrorResponse(err)
+        return { fid: text, status: statusCode, code: body.code, error: body.error }
+      }
+    }),
+  )
+  return { results }
+}
+
+type BatchDeleteItem = string | { readonly fid: string; readonly jwt?: string }
+
+function batchDeleteItems(req: FastifyRequest): BatchDeleteItem[] {
+  const fromQuery = (req.query as Record<string, string | string[] | undefined>).fid
+  if (fromQuery !== undefined) return Array.isArray(fromQuery) ? fromQuery : [fromQuery]
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(Buffer.isBuffer(req.body) ? req.body.toString('utf8') : '')
+  } catch {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'a batch delete is a JSON body {"fids": [...]} or fid query parameters')
+  }
+  const fids = (parsed as { fids?: unknown } | null)?.fids
+  const valid = (f: unknown) => typeof f === 'string' || (typeof f === 'object' && f !== null && typeof (f as { fid?: unknown }).fid === 'string')
+  if (!Array.isArray(fids) || !fids.every(valid)) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'fids must be an array of fids, or of {"fid", "jwt"} objects')
+  }
+  return fids as BatchDeleteItem[]
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -555,6 +683,20 @@ function registerAdminRoutes(server: DataServer): void {
     // Started in order, so that two records for one key apply in the order they were sent.
     const results = await Promise.all(ops.map((op) => applyReplicaOp(server, op)))
     return { results }
+  })
+  // Restores a deleted file on every copy, within the grace period.
+  app.post('/admin/undelete', { preHandler: guard }, async (req) => {
+    const q = req.query as Record<string, string | undefined>
+    if (q.fid === undefined) throw new NeedleError('NS_ERR_BAD_REQUEST', 'the query parameter fid is required')
+    const fid = parseFid(q.fid)
+    const volume = store.volume(fid.volumeId)
+    const peers = server.cluster.peersFor(fid.volumeId, volume.placement, 'write')
+    const result = await volume.undelete(fid.keyHi, fid.keyLo, fid.cookie, options.undeleteGraceSeconds * 1000)
+    if (result.undeleted && peers.length > 0) {
+      const op: ReplicaOp = { kind: KIND_UNDELETE, volumeId: fid.volumeId, cookie: fid.cookie, keyHi: fid.keyHi, keyLo: fid.keyLo }
+      await replicated(server, fid, Promise.resolve(), peers.map((peer) => server.cluster.replicate(peer, op)))
+    }
+    return { fid: formatFid(fid), ...result }
   })
   // Deletes a volume and its files: the master undoing a growth that did not reach every copy.
   app.post('/admin/volume/delete', { preHandler: guard }, async (req) => {

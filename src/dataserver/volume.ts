@@ -315,6 +315,11 @@ export class Volume {
     if (!readOnly) this.#fileDidNotFit = false
   }
 
+  /** The collection the volume belongs to ('' for none). */
+  get collection(): string {
+    return this.#superblock.collection
+  }
+
   /** The replica placement in the superblock, `xyz` packed as x*100 + y*10 + z. */
   get placement(): number {
     return this.#superblock.placement

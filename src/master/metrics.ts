@@ -12,6 +12,8 @@ export interface MasterMetrics {
   readonly keysAssigned: Counter
   readonly volumesGrown: Counter
   readonly growthFailures: Counter
+  readonly dedupHits: Counter
+  readonly dedupMisses: Counter
 }
 
 export function createMasterMetrics(topology: Topology): MasterMetrics {
@@ -22,6 +24,8 @@ export function createMasterMetrics(topology: Topology): MasterMetrics {
   const keysAssigned = new Counter({ name: 'needlestore_master_keys_assigned_total', help: 'File keys handed out by /dir/assign and /submit.', registers: [registry] })
   const volumesGrown = new Counter({ name: 'needlestore_master_volumes_grown_total', help: 'Volumes created by growth.', registers: [registry] })
   const growthFailures = new Counter({ name: 'needlestore_master_growth_failures_total', help: 'Volume creations that failed (and were rolled back).', registers: [registry] })
+  const dedupHits = new Counter({ name: 'needlestore_master_dedup_hits_total', help: 'Assigns that named a stored copy of the bytes (MD5 dedup).', registers: [registry] })
+  const dedupMisses = new Counter({ name: 'needlestore_master_dedup_misses_total', help: 'Dedup uploads through /submit whose stored copy was gone, so the bytes were stored in full.', registers: [registry] })
   new Gauge({
     name: 'needlestore_master_data_servers',
     help: 'Data servers known to the master, by state.',
@@ -60,5 +64,5 @@ export function createMasterMetrics(topology: Topology): MasterMetrics {
       for (const n of topology.nodes()) this.set({ server: n.url }, topology.heartbeatAgeMs(n) / 1000)
     },
   })
-  return { registry, requests, keysAssigned, volumesGrown, growthFailures }
+  return { registry, requests, keysAssigned, volumesGrown, growthFailures, dedupHits, dedupMisses }
 }

@@ -31,6 +31,10 @@ export interface MasterOptions {
   readonly peerTimeoutMs: number
   /** Largest body /submit takes. */
   readonly fileBytesMax: number
+  /** MD5 dedup: uploads of bytes the cluster holds share them (assign with md5, /submit). */
+  readonly dedup: boolean
+  /** Files smaller than this are never shared (a link costs about as much). */
+  readonly dedupBytesMin: number
   readonly log: (message: string) => void
   readonly now: () => number
 }
@@ -50,6 +54,8 @@ export const MASTER_DEFAULTS = Object.freeze({
   assignCountMax: 10_000,
   peerTimeoutMs: 10_000,
   fileBytesMax: 32 * MiB,
+  dedup: true,
+  dedupBytesMin: 1024,
 })
 
 export function resolveMasterOptions(input: MasterInput): MasterOptions {
@@ -70,6 +76,9 @@ export function resolveMasterOptions(input: MasterInput): MasterOptions {
     assignCountMax: integer('assignCountMax', o.assignCountMax, 1, 1_000_000),
     peerTimeoutMs: integer('peerTimeoutMs', o.peerTimeoutMs, 1, 3_600_000),
     fileBytesMax: integer('fileBytesMax', o.fileBytesMax, 1, 1024 * MiB),
+    dedup: (o.dedup as boolean) !== false,
+    // Data servers report files of 1 KiB and more; smaller ones could never be found.
+    dedupBytesMin: integer('dedupBytesMin', o.dedupBytesMin, 1024, 1024 * MiB),
     log: o.log ?? ((message: string) => process.stderr.write(`${message}\n`)),
     now: o.now ?? Date.now,
   })

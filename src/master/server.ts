@@ -3,12 +3,14 @@
  * unchanged: assign, lookup, redirects, submit, status, growth; plus the heartbeat route the
  * data servers call.
  */
-import { randomInt } from 'node:crypto'
+import { createHash, randomInt } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import { checkSecret, secretHeaders } from '../common/auth.js'
 import { NeedleError, isNeedleError } from '../common/errors.js'
 import { formatFid, parseFid, parseFidPath, parseVolumeId } from '../common/fid.js'
+import { sealDedupRef } from '../common/dedup-ref.js'
 import { collectionParam } from '../common/format.js'
+import { OCTET_STREAM, essence, mimeFromName } from '../common/mime.js'
 import { toErrorResponse } from '../common/http-errors.js'
 import { answerError, answerJson, callPeer, createPeerAgent, originOf } from '../common/peer.js'
 import { formatPlacement, parsePlacement } from '../common/placement.js'
@@ -17,7 +19,7 @@ import { renderDashboard } from './dashboard.js'
 import { topologyStatus, volumeStatuses } from './status.js'
 import { MASTER_OPS, createMasterMetrics, type MasterMetrics, type MasterOp } from './metrics.js'
 import { resolveMasterOptions, type MasterInput, type MasterOptions } from './options.js'
-import { MasterState } from './state.js'
+import { MasterState, type DedupEntry } from './state.js'
 import { Topology, type Heartbeat, type Location, type VolumeReport } from './topology.js'
 
 export const MASTER_VERSION = 'needlestore 0.1.0'
@@ -38,6 +40,8 @@ export interface AssignResult {
   readonly publicUrl: string
   readonly count: number
   readonly auth?: string
+  /** With md5 and size: a stored file with those bytes, in the volume of fid (MD5 dedup). */
+  readonly dedupOf?: string
 }
 
 const OP_INDEX = Object.fromEntries(MASTER_OPS.map((op, i) => [op, i])) as Record<MasterOp, number>
@@ -187,21 +191,51 @@ export async function createMaster(input: MasterInput): Promise<Master> {
     }
     if (q.ttl) throw new NeedleError('NS_ERR_BAD_REQUEST', 'ttl is not supported: files live until they are deleted')
     const { replication, collection } = layoutOf(q)
-    let ids = topology.writable(replication, collection)
-    if (ids.length === 0) {
-      await grow(replication, collection, options.volumeGrowthCount)
-      ids = topology.writable(replication, collection)
+    const stored = count === 1 ? await storedCopy(q, replication, collection) : undefined
+    let volumeId = stored?.volumeId
+    if (volumeId === undefined) {
+      let ids = topology.writable(replication, collection)
+      if (ids.length === 0) {
+        await grow(replication, collection, options.volumeGrowthCount)
+        ids = topology.writable(replication, collection)
+      }
+      if (ids.length === 0) {
+        throw new NeedleError('NS_ERR_NO_WRITABLE_VOLUME', `no writable volume with replication ${replication}${collection ? ` in collection ${collection}` : ''}`)
+      }
+      volumeId = ids[randomInt(ids.length)]!
     }
-    if (ids.length === 0) {
-      throw new NeedleError('NS_ERR_NO_WRITABLE_VOLUME', `no writable volume with replication ${replication}${collection ? ` in collection ${collection}` : ''}`)
-    }
-    const volumeId = ids[randomInt(ids.length)]!
     const key = await state.takeKeys(count)
     metrics.keysAssigned.inc(count)
     const fid = formatFid({ volumeId, keyHi: Math.floor(key / 0x1_0000_0000), keyLo: key % 0x1_0000_0000, cookie: randomInt(0x1_0000_0000) })
     const locations = topology.locations(volumeId)
     const at = locations[randomInt(locations.length)]!
-    return { fid, url: at.url, publicUrl: at.publicUrl, count, ...(options.secret !== undefined ? { auth: signToken(options.secret, fid, options.tokenTtlSeconds, options.now()) } : {}) }
+    return {
+      fid,
+      url: at.url,
+      publicUrl: at.publicUrl,
+      count,
+      ...(options.secret !== undefined ? { auth: signToken(options.secret, fid, options.tokenTtlSeconds, options.now()) } : {}),
+      ...(stored ? { dedupOf: sealDedupRef(options.secret, stored.fid, fid) } : {}),
+    }
+  }
+
+  /**
+   * For an assign with `md5` and `size`: the stored file the dedup index names for those bytes,
+   * when its volume takes writes. Only a hint: the data server checks the file before linking.
+   */
+  const storedCopy = async (q: Record<string, string | undefined>, replication: string, collection: string) => {
+    if (!options.dedup || q.md5 === undefined) return undefined
+    if (!/^[0-9a-fA-F]{32}$/.test(q.md5)) throw new NeedleError('NS_ERR_BAD_REQUEST', 'md5 must be 32 hex digits')
+    const size = Number(q.size)
+    if (q.size === undefined || !Number.isSafeInteger(size) || size < 0) throw new NeedleError('NS_ERR_BAD_REQUEST', 'an assign with md5 needs size, the file\'s bytes')
+    if (size < options.dedupBytesMin) return undefined
+    const entry = await state.dedupGet(collection, replication, q.md5.toLowerCase())
+    if (!entry || entry.size !== size) return undefined
+    const volumeId = parseFid(entry.fid).volumeId
+    const info = topology.volume(volumeId)
+    if (!info || topology.unwritableReason(info) !== undefined) return undefined
+    metrics.dedupHits.inc()
+    return { fid: entry.fid, volumeId }
   }
 
   app.route({
@@ -293,30 +327,43 @@ export async function createMaster(input: MasterInput): Promise<Master> {
   // --------------------------------------------------------------------------------------------
   // Submit: assign and upload in one call. The body goes to the data server as it came.
 
+  // Assign and store in one call, with MD5 dedup: the file (a raw body, or the first file of a
+  // multipart body) goes to the data server as a raw body with its name and type.
   app.post('/submit', async (req, reply) => {
-    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0)
     const q = req.query as Record<string, string | undefined>
-    const assigned = await assign({ replication: q.replication, collection: q.collection })
-    const headers: Record<string, string> = { 'content-type': req.headers['content-type'] ?? 'application/octet-stream' }
+    const file = await submittedFile(req)
+    const md5 = createHash('md5').update(file.data).digest('hex')
+    const assigned = await assign({ replication: q.replication, collection: q.collection, md5, size: String(file.data.length) })
+    const headers: Record<string, string> = { 'content-type': file.mime ?? 'application/octet-stream' }
     if (assigned.auth) headers.authorization = `Bearer ${assigned.auth}`
-    const name = q.filename ? `?filename=${encodeURIComponent(q.filename)}` : ''
-    const answer = await callPeer(agent, `${originOf(assigned.url)}/${assigned.fid}${name}`, {
-      method: 'POST',
-      headers,
-      body,
-      timeoutMs: options.peerTimeoutMs,
-    })
+    const name = file.name ? `filename=${encodeURIComponent(file.name)}` : ''
+    const store = (query: string, body: Buffer) =>
+      callPeer(agent, `${originOf(assigned.url)}/${assigned.fid}${query ? `?${query}` : ''}`, { method: 'POST', headers, body, timeoutMs: options.peerTimeoutMs })
+    let answer = assigned.dedupOf ? await store([`dedupOf=${encodeURIComponent(assigned.dedupOf)}`, `md5=${md5}`, name].filter(Boolean).join('&'), Buffer.alloc(0)) : undefined
+    if (answer && answer.statusCode === 409 && answerError(answer).code === 'NS_ERR_DEDUP_MISS') {
+      metrics.dedupMisses.inc()
+      answer = undefined
+    }
+    answer ??= await store(name, file.data)
     if (answer.statusCode !== 201) {
       return reply.code(answer.statusCode).header('content-type', 'application/json; charset=utf-8').send(answer.body)
     }
-    const stored = answerJson<{ name?: string; size?: number; eTag?: string }>(answer, assigned.url)
+    const stored = answerJson<{ name?: string; size?: number; eTag?: string; deduplicated?: boolean }>(answer, assigned.url)
     return reply.code(201).send({
       fid: assigned.fid,
       fileName: stored.name ?? '',
       fileUrl: `${assigned.publicUrl}/${assigned.fid}`,
       size: stored.size,
       eTag: stored.eTag,
+      deduplicated: stored.deduplicated === true,
     })
+  })
+
+  // Data servers report the files clients stored, for the dedup index.
+  app.post('/cluster/dedup', { preHandler: operator }, async (req) => {
+    const entries = parseDedupReports(req.body).filter((e) => e.size >= options.dedupBytesMin)
+    if (options.dedup) await state.dedupPut(entries)
+    return { stored: options.dedup ? entries.length : 0 }
   })
 
   // --------------------------------------------------------------------------------------------
@@ -406,6 +453,63 @@ function operationOf(req: FastifyRequest): MasterOp {
     default:
       return 'other'
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /submit's file.
+
+interface SubmittedFile {
+  readonly data: Buffer
+  readonly name: string | undefined
+  readonly mime: string | undefined
+}
+
+/** The file of a /submit: the first file of a multipart body, or the raw body (`?filename=`). */
+async function submittedFile(req: FastifyRequest): Promise<SubmittedFile> {
+  const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0)
+  const contentType = req.headers['content-type'] ?? ''
+  const q = req.query as Record<string, string | undefined>
+  if (!/^multipart\/form-data/i.test(contentType)) {
+    const mime = essence(contentType)
+    return { data: body, name: q.filename || undefined, mime: mime === OCTET_STREAM || mime === 'application/x-www-form-urlencoded' ? undefined : mime }
+  }
+  let form: FormData
+  try {
+    form = await new Response(body, { headers: { 'content-type': contentType } }).formData()
+  } catch (err) {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', `malformed multipart body: ${(err as Error).message}`)
+  }
+  const part = [...form.values()].find((v): v is File => typeof v !== 'string')
+  if (!part) throw new NeedleError('NS_ERR_BAD_REQUEST', 'the multipart body has no file')
+  const name = part.name || q.filename || undefined
+  let mime = essence(part.type) || undefined
+  // A part without a type, or text/plain, says less than a known file extension.
+  if ((mime === undefined || mime === 'text/plain') && name && mimeFromName(name)) mime = mimeFromName(name)
+  return { data: Buffer.from(await part.arrayBuffer()), name, mime: mime === OCTET_STREAM ? undefined : mime }
+}
+
+/** The reports of /cluster/dedup, every field checked (a bad entry would send writers astray). */
+function parseDedupReports(body: unknown): DedupEntry[] {
+  let parsed: { entries?: unknown }
+  try {
+    parsed = JSON.parse(Buffer.isBuffer(body) ? body.toString('utf8') : '') as { entries?: unknown }
+  } catch {
+    throw new NeedleError('NS_ERR_BAD_REQUEST', 'a dedup report is a JSON object {"entries": [...]}')
+  }
+  if (!Array.isArray(parsed?.entries) || parsed.entries.length > 10_000) throw new NeedleError('NS_ERR_BAD_REQUEST', 'entries must be an array of at most 10000 reports')
+  return (parsed.entries as Record<string, unknown>[]).map((e) => {
+    const size = e?.size
+    if (typeof e?.md5 !== 'string' || !/^[0-9a-f]{32}$/.test(e.md5) || typeof e.fid !== 'string' || typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0 || typeof e.replication !== 'string') {
+      throw new NeedleError('NS_ERR_BAD_REQUEST', 'a dedup report has md5 (32 lowercase hex digits), fid, size and replication')
+    }
+    return {
+      collection: collectionParam(e.collection ?? ''),
+      replication: formatPlacement(parsePlacement(e.replication)),
+      md5: e.md5,
+      fid: formatFid(parseFid(e.fid)),
+      size,
+    }
+  })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,12 +1,17 @@
 /**
- * The master's durable state, in level: the key and volume-id high-water marks, and the data
- * servers it has known (so that a restarted master can tell when its view is complete).
+ * The master's durable state, in level: the key and volume-id high-water marks, the data
+ * servers it has known (so that a restarted master can tell when its view is complete), and the
+ * MD5 dedup index (which stored file holds the bytes with a given MD5, per collection and
+ * replication).
  *
  * Invariants:
  * - No key is handed out twice, also across a crash: keys are handed out only below a limit
  *   that is on disk (a synchronous write) before the first of them leaves the process. After a
  *   restart, handing out starts at the stored limit, skipping whatever the crash left unused.
  * - Volume ids work the same way, and the limit is also raised past every id a heartbeat reports.
+ * - The dedup index is a hint, never trusted: the data server checks the stored file (alive,
+ *   same MD5) before it links to it. So its writes need no fsync, and a stale entry costs only a
+ *   full upload, after which the entry names the new file.
  */
 import { mkdir } from 'node:fs/promises'
 import { Level } from 'level'
@@ -15,6 +20,21 @@ import { diskError } from '../common/errors.js'
 const KEY_LIMIT = 'keys/limit'
 const VOLUME_ID_LIMIT = 'volumes/limit'
 const SERVER_PREFIX = 'servers/'
+const DEDUP_PREFIX = 'dedup/'
+
+/** Where the bytes with an MD5 are stored, as the dedup index says. */
+export interface DedupEntry {
+  readonly collection: string
+  readonly replication: string
+  /** 32 lowercase hex digits. */
+  readonly md5: string
+  readonly fid: string
+  readonly size: number
+}
+
+function dedupKey(collection: string, replication: string, md5: string): string {
+  return `${DEDUP_PREFIX}${collection}/${replication}/${md5}`
+}
 
 export interface KnownServer {
   readonly url: string
@@ -118,6 +138,38 @@ export class MasterState {
     // Synchronous, like the leases: a restarted master must know every server to wait for.
     await this.#db.put(`${SERVER_PREFIX}${server.url}`, JSON.stringify(server), { sync: true }).catch((err) => {
       throw diskError(err, 'remember a data server')
+    })
+  }
+
+  /** The stored file with these bytes, if the index knows one. */
+  async dedupGet(collection: string, replication: string, md5: string): Promise<{ fid: string; size: number } | undefined> {
+    let value: string | undefined
+    try {
+      value = await this.#db.get(dedupKey(collection, replication, md5))
+    } catch (err) {
+      throw diskError(err, 'read the dedup index')
+    }
+    if (value === undefined) return undefined
+    const [fid, size] = value.split(' ')
+    return { fid: fid!, size: Number(size) }
+  }
+
+  /** Records where bytes are stored (the newest report for an MD5 wins). */
+  async dedupPut(entries: readonly DedupEntry[]): Promise<void> {
+    if (entries.length === 0) return
+    try {
+      await this.#db.batch(entries.map((e) => ({ type: 'put' as const, key: dedupKey(e.collection, e.replication, e.md5), value: `${e.fid} ${e.size}` })))
+    } catch (err) {
+      throw diskError(err, 'write the dedup index')
+    }
+  }
+
+  /** Forgets an entry, unless it already names another file. */
+  async dedupForget(collection: string, replication: string, md5: string, fid: string): Promise<void> {
+    const current = await this.dedupGet(collection, replication, md5)
+    if (current?.fid !== fid) return
+    await this.#db.del(dedupKey(collection, replication, md5)).catch((err) => {
+      throw diskError(err, 'write the dedup index')
     })
   }
 

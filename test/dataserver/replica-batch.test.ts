@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import t from 'tap'
-import { KIND_DELETE, KIND_WRITE, RECORD_HEADER_SIZE, decodeOps, encodeOp, type ReplicaOp } from '../../src/dataserver/replica-batch.js'
+import { KIND_DELETE, KIND_LINK, KIND_UNDELETE, KIND_WRITE, RECORD_HEADER_SIZE, decodeOps, encodeOp, type ReplicaOp } from '../../src/dataserver/replica-batch.js'
 import { codeOfCall } from '../helpers/volume.js'
 
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff })
@@ -21,6 +21,21 @@ const opArb: fc.Arbitrary<ReplicaOp> = fc.oneof(
     { requiredKeys: ['kind', 'volumeId', 'cookie', 'keyHi', 'keyLo', 'data', 'lastModifiedMs'] },
   ),
   fc.record({ kind: fc.constant(KIND_DELETE as typeof KIND_DELETE), volumeId: u32, cookie: u32, keyHi: u32, keyLo: u32 }),
+  fc.record({ kind: fc.constant(KIND_UNDELETE as typeof KIND_UNDELETE), volumeId: u32, cookie: u32, keyHi: u32, keyLo: u32 }),
+  fc.record(
+    {
+      kind: fc.constant(KIND_LINK as typeof KIND_LINK),
+      volumeId: u32,
+      cookie: u32,
+      keyHi: u32,
+      keyLo: u32,
+      name: fc.string({ minLength: 1, maxLength: 60 }),
+      lastModifiedMs: fc.integer({ min: 0, max: 2 ** 47 }),
+      md5: fc.uint8Array({ minLength: 16, maxLength: 16 }).map((a) => Buffer.from(a)),
+      target: fc.record({ keyHi: u32, keyLo: u32, cookie: u32 }),
+    },
+    { requiredKeys: ['kind', 'volumeId', 'cookie', 'keyHi', 'keyLo', 'lastModifiedMs', 'md5', 'target'] },
+  ),
 )
 
 t.test('a batch decodes to the records encoded, in order', async (t) => {
@@ -52,6 +67,9 @@ t.test('a cut or garbled batch is refused whole', async (t) => {
   garbled[0] = 9
   t.equal(codeOfCall(() => decodeOps(garbled, 100)), 'NS_ERR_BAD_REQUEST', 'unknown kind')
   t.equal(codeOfCall(() => decodeOps(body, 1)), 'NS_ERR_BAD_REQUEST', 'more records than allowed')
+  const link = encodeOp({ kind: KIND_LINK, volumeId: 1, cookie: 2, keyHi: 0, keyLo: 5, lastModifiedMs: 1, target: { keyHi: 0, keyLo: 3, cookie: 2 } })
+  link[0]!.writeUInt32LE(11, 20)
+  t.equal(codeOfCall(() => decodeOps(Buffer.concat([link[0]!, link[1]!, Buffer.alloc(0)]).subarray(0, RECORD_HEADER_SIZE + 11), 100)), 'NS_ERR_BAD_REQUEST', 'a link without its whole target')
   t.equal(decodeOps(Buffer.alloc(0), 100).length, 0, 'an empty batch')
 })
 
@@ -66,7 +84,8 @@ function normal(op: ReplicaOp) {
     data: op.kind === KIND_WRITE ? Buffer.from(op.data ?? []).toString('hex') : undefined,
     name: op.name || undefined,
     mime: op.mime || undefined,
-    lastModifiedMs: op.kind === KIND_WRITE ? op.lastModifiedMs ?? 0 : undefined,
+    lastModifiedMs: op.kind === KIND_WRITE || op.kind === KIND_LINK ? op.lastModifiedMs ?? 0 : undefined,
     md5: op.md5 ? Buffer.from(op.md5).toString('hex') : undefined,
+    target: op.target ? [op.target.keyHi, op.target.keyLo, op.target.cookie] : undefined,
   }
 }
