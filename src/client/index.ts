@@ -1,0 +1,17 @@
+/** The SDK's public surface: the client, its options and results, and its error. */
+export {
+  NeedleClient,
+  DELETE_BATCH_MAX,
+  type CallOptions,
+  type ClientStats,
+  type DeleteResult,
+  type FileInfo,
+  type Location,
+  type UploadData,
+  type UploadItem,
+  type UploadManyOptions,
+  type UploadOptions,
+  type UploadResult,
+} from './client.js'
+export { NeedleClientError, isNeedleClientError, type ErrorCode, type NeedleClientErrorDetails } from './errors.js'
+export { CLIENT_DEFAULTS, resolveClientOptions, type NeedleClientOptions, type ResolvedClientOptions } from './options.js'
