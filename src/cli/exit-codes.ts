@@ -20,6 +20,14 @@ export class UsageError extends Error {
   }
 }
 
+/** A failure a command found and already put in words (exit 1). */
+export class CommandFailed extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'CommandFailed'
+  }
+}
+
 /** Error codes that say the command line was wrong, not that the cluster failed. */
 const USAGE_CODES: ReadonlySet<string> = new Set(['NS_ERR_BAD_OPTION', 'NS_ERR_BAD_FID'])
 
@@ -59,6 +67,7 @@ export function oneLine(text: string): string {
  */
 export function describeFailure(err: unknown): Failure | undefined {
   if (err instanceof UsageError) return { exitCode: EXIT_USAGE, message: oneLine(err.message) }
+  if (err instanceof CommandFailed) return { exitCode: EXIT_FAILURE, message: oneLine(err.message) }
   const code = errorCodeOf(err)
   if (code !== undefined) {
     return { exitCode: USAGE_CODES.has(code) ? EXIT_USAGE : EXIT_FAILURE, message: oneLine((err as Error).message) }
@@ -73,4 +82,54 @@ export function describeFailure(err: unknown): Failure | undefined {
 /** The exit code of a batch command: failure when any of its items failed. */
 export function batchExitCode(failed: number): number {
   return failed > 0 ? EXIT_FAILURE : EXIT_OK
+}
+
+/**
+ * yargs names an unknown flag twice, as typed and in camelCase (`Unknown arguments: bogus-flag,
+ * bogusFlag`); this keeps the spelling the user typed.
+ */
+export function tidyUsageMessage(message: string): string {
+  const m = /^(Unknown arguments?): (.*)$/s.exec(message)
+  if (!m) return oneLine(message)
+  const names = m[2]!.split(', ')
+  const camel = (s: string) => s.replace(/-+([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+  const typed = new Set(names.filter((n) => n.includes('-')).map(camel))
+  const kept = names.filter((n) => n.includes('-') || !typed.has(n))
+  return oneLine(`${kept.length === 1 ? 'Unknown argument' : 'Unknown arguments'}: ${kept.join(', ')}`)
+}
+
+/** Words for the system codes a connection fails with. */
+const CONNECT_WORDS: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  ENOTFOUND: 'unknown host',
+  EAI_AGAIN: 'host name lookup failed',
+  EHOSTUNREACH: 'no route to host',
+  ENETUNREACH: 'network unreachable',
+  ETIMEDOUT: 'connection timed out',
+  UND_ERR_CONNECT_TIMEOUT: 'connection timed out',
+  UND_ERR_SOCKET: 'connection failed',
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+}
+
+/**
+ * One line for a failure from the SDK. A request to the master that got no answer reads
+ * `cannot reach the master at http://host:port: connection refused` (the SDK's own message
+ * names the method it was in and the route, which tells an operator nothing more); anything
+ * else keeps the SDK's message.
+ */
+export function failureText(message: string, code: string | undefined, master: string): string {
+  if (code === 'NS_ERR_PEER_UNREACHABLE') {
+    const m = new RegExp(`[A-Z]+ ${escapeRegExp(master)}/\\S*: (.*)$`, 's').exec(message)
+    if (m) {
+      const why = oneLine(m[1]!)
+      const sysCode = /^([A-Z][A-Z_]+)\b/.exec(why)?.[1]
+      const words = sysCode === undefined ? undefined : CONNECT_WORDS[sysCode]
+      return `cannot reach the master at ${master}: ${words ?? why}`
+    }
+  }
+  return oneLine(message)
 }

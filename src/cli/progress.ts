@@ -129,8 +129,9 @@ export class ProgressBar {
   }
 
   /**
-   * Runs write (which prints to another stream, usually stdout) with the bar taken off the
-   * screen, then puts it back: a result line never ends up glued to the bar.
+   * Runs write (which prints to the same terminal: a note on stderr, or a result on stdout
+   * when stdout is the terminal too) with the bar taken off the screen, then draws it again:
+   * a line never ends up glued to the bar.
    */
   around(write: () => void): void {
     if (!this.enabled || this.#shown === '') {
@@ -139,6 +140,7 @@ export class ProgressBar {
     }
     this.#stream.write(CLEAR_LINE)
     write()
+    this.#shown = this.#render()
     this.#stream.write(this.#shown)
   }
 
@@ -157,7 +159,12 @@ export class ProgressBar {
     const now = this.#now()
     if (!force && now - this.#lastDrawMs < this.#intervalMs) return
     this.#lastDrawMs = now
-    this.#shown = formatProgress(this.state, this.#stream.columns ?? 80)
+    this.#shown = this.#render()
     this.#stream.write(CLEAR_LINE + this.#shown)
+  }
+
+  #render(): string {
+    // A terminal of unknown size (a pty nobody sized) reports 0 columns.
+    return formatProgress(this.state, this.#stream.columns || 80)
   }
 }

@@ -80,19 +80,31 @@ t.test('ProgressBar on a terminal: throttled redraws, results printed around it,
   t.match(writes[1], /2\/3 files .* 1 failed$/)
 
   const order: string[] = []
-  writes.length = 0
+  now += 10
+  bar.fileDone(4)
+  t.equal(writes.length, 2, 'throttled')
   bar.around(() => order.push('stdout'))
-  t.same(writes.map((w) => w.slice(0, 6)), ['\r\x1b[2K', '[#####'], 'cleared, then the same line again')
   t.same(order, ['stdout'])
+  t.same(writes.slice(2).map((w) => w.slice(0, 6)), ['\r\x1b[2K', '[#####'], 'cleared, then drawn again')
+  t.match(writes[3], /3\/3 files/, 'with the current state, even within the interval')
 
   writes.length = 0
   bar.finish()
   t.equal(writes.length, 2)
-  t.match(writes[0], /2\/3 files/, 'the final state is drawn even within the interval')
+  t.match(writes[0], /3\/3 files/, 'the final state is drawn even within the interval')
   t.equal(writes[1], '\n')
   bar.finish()
   bar.fileDone(1)
-  t.equal(writes.length, 2, 'nothing after finish')
+  bar.around(() => order.push('after'))
+  t.equal(writes.length, 2, 'nothing drawn after finish')
+  t.same(order, ['stdout', 'after'], 'but writes still run')
+})
+
+t.test('a terminal that reports 0 columns gets 80', async (t) => {
+  const writes: string[] = []
+  const bar = new ProgressBar({ stream: { isTTY: true, columns: 0, write: (s: string) => writes.push(s) }, filesTotal: 1, bytesTotal: 1 })
+  bar.start()
+  t.match(writes[0], /\[-+\]  0\/1 files/)
 })
 
 t.test('ProgressBar can be forced off on a terminal (--json)', async (t) => {
