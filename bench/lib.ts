@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { dirname, join } from 'node:path'
 import autocannon from 'autocannon'
+import { request } from 'undici'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
@@ -75,6 +76,8 @@ export interface LoadOptions {
   readonly body?: Buffer
   /** Path of each request; called once per request. */
   readonly path: () => string
+  /** Stop after this many requests instead of after durationSec (autocannon only). */
+  readonly amount?: number
 }
 
 /** wrk, when installed (it loads a server harder than autocannon can from a 2-core machine). */
@@ -89,7 +92,7 @@ export const LOAD_GENERATOR = WRK ? 'wrk' : 'autocannon'
  * advance, cycled through).
  */
 export async function load(opts: LoadOptions): Promise<LoadResult> {
-  if (WRK && (opts.method ?? 'GET') === 'GET') return loadWithWrk(WRK, opts)
+  if (WRK && (opts.method ?? 'GET') === 'GET' && opts.amount === undefined) return loadWithWrk(WRK, opts)
   return loadWithAutocannon(opts)
 }
 
@@ -131,7 +134,7 @@ async function loadWithAutocannon(opts: LoadOptions): Promise<LoadResult> {
   const result = await autocannon({
     url: opts.url,
     connections: opts.connections,
-    duration: opts.durationSec,
+    ...(opts.amount !== undefined ? { amount: opts.amount } : { duration: opts.durationSec }),
     requests: [
       {
         method: opts.method ?? 'GET',
@@ -141,7 +144,8 @@ async function loadWithAutocannon(opts: LoadOptions): Promise<LoadResult> {
     ],
   })
   return {
-    requestsPerSec: result.requests.average,
+    // A run cut by amount ends inside a second, which the per-second average would count whole.
+    requestsPerSec: opts.amount !== undefined ? result.requests.total / result.duration : result.requests.average,
     p50Ms: result.latency.p50,
     p99Ms: result.latency.p99,
     errors: result.errors + result.timeouts,
@@ -202,4 +206,13 @@ export async function startLocalCluster(dir: string, n: number, dataServerFlags:
     throw err
   }
   return { master, dataServers, stop: () => Promise.all([...dataServers, master].map((p) => p.stop())).then(() => {}) }
+}
+
+/** Grows volume 1 with this replication on the cluster; answers the URL of a data server holding it. */
+export async function growFirstVolume(cluster: LocalCluster, replication: string): Promise<string> {
+  const grown = await request(`${cluster.master.url}/vol/grow?count=1&replication=${replication}`, { method: 'POST' })
+  if (grown.statusCode !== 200) throw new Error(`vol/grow: ${grown.statusCode} ${await grown.body.text()}`)
+  await grown.body.dump()
+  const lookup = (await (await request(`${cluster.master.url}/dir/lookup?volumeId=1`)).body.json()) as { locations: { url: string }[] }
+  return `http://${lookup.locations[0]!.url}`
 }

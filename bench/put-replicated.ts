@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
-import { fmt, load, median, parseArgs, report, startDataServerProcess, startLocalCluster, type LoadResult } from './lib.js'
+import { fmt, load, median, parseArgs, report, startDataServerProcess, growFirstVolume, startLocalCluster, type LoadResult } from './lib.js'
 
 const args = parseArgs({ bytes: 10 * 1024, connections: 64, seconds: 5, rounds: 3 })
 const body = randomBytes(args.bytes)
@@ -20,11 +20,7 @@ const single = await startDataServerProcess(join(dir, 'single'))
 const cluster = await startLocalCluster(join(dir, 'cluster'), 3)
 try {
   await request(`${single.url}/admin/assign_volume?volume=1&replication=000`, { method: 'POST' }).then((r) => r.body.dump())
-  const grown = await request(`${cluster.master.url}/vol/grow?count=1&replication=002`, { method: 'POST' })
-  if (grown.statusCode !== 200) throw new Error(`vol/grow: ${grown.statusCode} ${await grown.body.text()}`)
-  await grown.body.dump()
-  const lookup = (await (await request(`${cluster.master.url}/dir/lookup?volumeId=1`)).body.json()) as { locations: { url: string }[] }
-  const primary = `http://${lookup.locations[0]!.url}`
+  const primary = await growFirstVolume(cluster, '002')
 
   let key = 1
   const path = () => `/1,${(key++).toString(16)}1234abcd`

@@ -10,6 +10,8 @@ const all = {
   put: ['dist/bench/put.js'],
   put3: ['dist/bench/put-replicated.js'],
   redirect: ['dist/bench/get-redirect.js'],
+  delete: ['dist/bench/delete.js'],
+  dedup: ['dist/bench/dedup.js'],
   index: ['--expose-gc', 'dist/bench/index-memory.js'],
   load: ['dist/bench/volume-load.js'],
 }

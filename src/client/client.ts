@@ -157,8 +157,6 @@ const REASSIGN_CODES = new Set([
   'NS_ERR_DISK_FULL',
 ])
 
-/** The batch delete route takes at most this many fids per request. */
-export const DELETE_BATCH_MAX = 1000
 /** Volumes whose batch deletes run at once. */
 const DELETE_VOLUMES_AT_ONCE = 4
 /** Delete tokens fetched from the master at once. */
@@ -166,6 +164,8 @@ const TOKEN_LOOKUPS_AT_ONCE = 8
 /** Life of a delete token the client signs itself with the cluster secret. */
 const TOKEN_TTL_SECONDS = 120
 const NAME_BYTES_MAX = 255
+/** A dedup reference longer than this is not one the master made. */
+const DEDUP_REF_CHARS_MAX = 1024
 const MD5_ETAG = /^(?:W\/)?"?([0-9a-f]{32})"?$/
 
 function isMissing(err: NeedleClientError): boolean {
@@ -352,10 +352,11 @@ export class NeedleClient {
     if (typeof fid !== 'string' || typeof url !== 'string' || url.length === 0) throw malformed('without fid or url')
     try {
       parseFid(fid)
-      if (dedupOf !== undefined) parseFid(dedupOf as string)
     } catch {
       throw malformed('with a malformed fid')
     }
+    // dedupOf is opaque to the client: the stored copy's fid, or (on a secured cluster) a reference sealed for this fid.
+    if (dedupOf !== undefined && (typeof dedupOf !== 'string' || dedupOf.length === 0 || dedupOf.length > DEDUP_REF_CHARS_MAX)) throw malformed('with a malformed dedupOf')
     if ((auth !== undefined && typeof auth !== 'string') || (publicUrl !== undefined && typeof publicUrl !== 'string')) throw malformed('with malformed fields')
     return {
       fid,
@@ -564,7 +565,7 @@ export class NeedleClient {
   }
 
   /**
-   * Deletes many files: one `POST /delete` per volume (at most 1000 fids each) at a copy of it.
+   * Deletes many files: one `POST /delete` per volume (at most deleteBatchMax fids each) at a copy of it.
    * Never throws for a file: each gets its result, in input order; a malformed fid is
    * NS_ERR_BAD_FID there. Only the caller's abort rejects.
    */
@@ -588,7 +589,8 @@ export class NeedleClient {
     })
     const batches: Array<{ volumeId: number; indexes: number[] }> = []
     for (const [volumeId, indexes] of byVolume) {
-      for (let i = 0; i < indexes.length; i += DELETE_BATCH_MAX) batches.push({ volumeId, indexes: indexes.slice(i, i + DELETE_BATCH_MAX) })
+      const max = this.options.deleteBatchMax
+      for (let i = 0; i < indexes.length; i += max) batches.push({ volumeId, indexes: indexes.slice(i, i + max) })
     }
     await forEachLimit(batches, DELETE_VOLUMES_AT_ONCE, async (batch) => {
       const out = await this.#deleteBatch({ ...ctx, what: `${what}: volume ${batch.volumeId}` }, batch.volumeId, batch.indexes.map((i) => fids[i]!))
@@ -623,6 +625,7 @@ export class NeedleClient {
         break
       }
       refresh = false
+      if (!located.fromCache) refreshed = true
       let answered: Array<{ status: number; size?: number; code?: string; error?: string }> | undefined
       let failure: NeedleClientError | undefined
       for (const loc of this.#order(located.locations)) {
@@ -985,6 +988,8 @@ export class NeedleClient {
         throw err
       }
       refresh = false
+      // Locations the master gave during this call need no refresh when they fail.
+      if (!located.fromCache) refreshed = true
       let missing: NeedleClientError | undefined
       for (const loc of this.#order(located.locations)) {
         if (last !== undefined) this.#stats.failovers++

@@ -1,7 +1,6 @@
 /** The SDK's public surface: the client, its options and results, and its error. */
 export {
   NeedleClient,
-  DELETE_BATCH_MAX,
   type CallOptions,
   type ClientStats,
   type DeleteResult,

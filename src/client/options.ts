@@ -31,6 +31,8 @@ export interface NeedleClientOptions {
   readonly fileBytesMax?: number
   /** Uploads uploadMany runs at once unless told otherwise. Default 8. */
   readonly uploadConcurrency?: number
+  /** Fids in one `POST /delete` at most: the data servers' `--batch-delete-max` or less. Default 1000. */
+  readonly deleteBatchMax?: number
   /** A dispatcher to use instead of the client's own undici Agent; close() leaves it open. */
   readonly dispatcher?: Dispatcher
   /** The clock of the location cache, in milliseconds (a seam for tests). Default Date.now. */
@@ -51,6 +53,7 @@ export interface ResolvedClientOptions {
   readonly connections: number
   readonly fileBytesMax: number
   readonly uploadConcurrency: number
+  readonly deleteBatchMax: number
   readonly dispatcher: Dispatcher | undefined
   readonly now: () => number
   readonly random: () => number
@@ -65,6 +68,7 @@ export const CLIENT_DEFAULTS = Object.freeze({
   connections: 32,
   fileBytesMax: 256 * 1024 * 1024,
   uploadConcurrency: 8,
+  deleteBatchMax: 1000,
 })
 
 function bad(name: string, rule: string, value: unknown): never {
@@ -120,6 +124,7 @@ export function resolveClientOptions(o: NeedleClientOptions): ResolvedClientOpti
     connections: int('connections', o.connections, CLIENT_DEFAULTS.connections, 1, 10_000),
     fileBytesMax: int('fileBytesMax', o.fileBytesMax, CLIENT_DEFAULTS.fileBytesMax, 0, 2 ** 32),
     uploadConcurrency: int('uploadConcurrency', o.uploadConcurrency, CLIENT_DEFAULTS.uploadConcurrency, 1, 1024),
+    deleteBatchMax: int('deleteBatchMax', o.deleteBatchMax, CLIENT_DEFAULTS.deleteBatchMax, 1, 100_000),
     dispatcher: o.dispatcher,
     now: fn('now', o.now, Date.now),
     random: fn('random', o.random, Math.random),

@@ -426,10 +426,9 @@ function checkNameAndMime(upload: { readonly name: string | undefined; readonly 
 }
 
 /**
- * `POST /<fid>?dedupOf=<stored fid>&md5=<hex>` with an empty body: stores fid as a file that
- * shares the bytes of a stored file of the same volume (MD5 dedup). The link is made here first
- * and then on the other copies, so that a miss (NS_ERR_DEDUP_MISS: the client uploads the whole
- * file to the same fid instead) leaves nothing anywhere.
+ * `POST /<fid>?dedupOf=<ref>&md5=<hex>` with an empty body: stores fid as a file that shares
+ * the bytes of a stored file of the same volume (MD5 dedup). A miss (NS_ERR_DEDUP_MISS: the
+ * client uploads the whole file to the same fid instead) leaves nothing anywhere.
  */
 async function linkFile(server: DataServer, req: FastifyRequest, reply: FastifyReply, path: FidPath, volume: Volume): Promise<FastifyReply> {
   const { fid } = path
@@ -459,11 +458,15 @@ async function linkFile(server: DataServer, req: FastifyRequest, reply: FastifyR
     ...(mime !== undefined ? { mime } : {}),
   }
   const peers = server.cluster.peersFor(fid.volumeId, volume.placement, 'write')
-  const { size } = await volume.link(input)
+  // Checked here first, so that a miss is a clean 409 with nothing stored anywhere; then made
+  // here and on the other copies at once.
+  await volume.checkLink(input)
+  const local = volume.link(input)
   if (peers.length > 0) {
     const op: ReplicaOp = { kind: KIND_LINK, volumeId: fid.volumeId, ...input }
-    await replicated(server, fid, Promise.resolve(), peers.map((peer) => server.cluster.replicate(peer, op)))
+    await replicated(server, fid, local, peers.map((peer) => server.cluster.replicate(peer, op)))
   }
+  const { size } = await local
   const eTag = md5.toString('hex')
   reply.header('etag', `"${eTag}"`)
   return reply.code(201).send({ name: name ?? '', size, eTag, mime: mime ?? '', deduplicated: true })

@@ -32,12 +32,15 @@ import {
   NEEDLE_ALIGNMENT,
   B_DATA_SIZE,
   B_FLAGS,
+  B_MD5,
+  FLAG_HAS_MD5,
   FLAG_LINK,
   FLAG_TOMBSTONE,
   H_BODY_SIZE,
   IDX_ENTRY_SIZE,
   IDX_DAMAGED_SIZE,
   IDX_TOMBSTONE_SIZE,
+  MD5_SIZE,
   NEEDLE_HEADER_SIZE,
   SUPERBLOCK_SIZE,
   TOMBSTONE_BODY_SIZE,
@@ -548,26 +551,56 @@ export class Volume {
     if (this.readOnly) throw readOnly(this.id)
     return this.#underKeyLock(input.keyHi, input.keyLo, async () => {
       await this.#checkCookie(input.keyHi, input.keyLo, input.cookie)
-      const miss = (why: string) => new NeedleError('NS_ERR_DEDUP_MISS', `volume ${this.id}: the stored copy ${why}`)
-      const { target } = input
-      const index = this.#index
-      if (!index.lookup(target.keyHi, target.keyLo) || index.foundDeleted) throw miss('is gone')
-      const offset = index.foundOffset
-      const bodySize = index.foundSize
-      const found = await this.#needleAt(offset, needleLength(bodySize), target.keyHi, target.keyLo)
-      if (found.keyHi !== target.keyHi || found.keyLo !== target.keyLo) {
-        throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index points at another needle`)
-      }
-      if (found.cookie !== target.cookie || found.tombstone) throw miss('is gone')
-      // A link shares the bytes its target shares: links never point at links.
-      const ref = found.ref ?? { offset, bodySize, dataSize: found.data.length, keyHi: found.keyHi, keyLo: found.keyLo, cookie: found.cookie }
-      const bytes = found.ref ? await this.#target(found.ref) : found
-      const md5 = found.md5 ?? bytes.md5 ?? createHash('md5').update(bytes.data).digest()
-      if (!md5.equals(input.md5)) throw miss('has other bytes (its MD5 differs)')
+      const { ref, md5 } = await this.#linkTarget(input)
       const buf = encodeNeedle({ ...input, data: EMPTY, ref, md5 }, this.#opts.now(), this.#seed)
       await this.#append(buf, input.keyHi, input.keyLo, buf.readUInt32LE(H_BODY_SIZE))
       return { size: ref.dataSize }
     })
+  }
+
+  /**
+   * The checks of link(), without storing anything: NS_ERR_DEDUP_MISS (or a cookie mismatch)
+   * now means link() would fail the same way, unless a write or delete comes in between.
+   */
+  async checkLink(input: LinkInput): Promise<void> {
+    this.#assertOpen()
+    if (this.readOnly) throw readOnly(this.id)
+    await this.#checkCookie(input.keyHi, input.keyLo, input.cookie)
+    await this.#linkTarget(input)
+  }
+
+  /** The bytes a link to input.target shares, and their MD5, checked against input.md5. */
+  async #linkTarget(input: LinkInput): Promise<{ ref: NeedleRef; md5: Buffer }> {
+    const miss = (why: string) => new NeedleError('NS_ERR_DEDUP_MISS', `volume ${this.id}: the stored copy ${why}`)
+    const { target } = input
+    const index = this.#index
+    if (!index.lookup(target.keyHi, target.keyLo) || index.foundDeleted) throw miss('is gone')
+    const offset = index.foundOffset
+    const bodySize = index.foundSize
+    // The header and fixed body say all a link needs (a read verifies the bytes every time),
+    // so the stored file's data is not read here.
+    const head = Buffer.allocUnsafe(NEEDLE_HEADER_SIZE + BODY_FIXED_SIZE)
+    await this.#readAt(head, offset)
+    const header = decodeNeedleHeader(head)
+    if (header.keyHi !== target.keyHi || header.keyLo !== target.keyLo) {
+      throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index points at another needle`)
+    }
+    const flags = head.readUInt8(NEEDLE_HEADER_SIZE + B_FLAGS)
+    if (header.cookie !== target.cookie || flags & FLAG_TOMBSTONE) throw miss('is gone')
+    let ref: NeedleRef
+    let md5: Buffer | undefined
+    if (flags & FLAG_LINK) {
+      // A link shares the bytes its target shares: links never point at links.
+      const link = await this.#needleAt(offset, needleLength(bodySize), target.keyHi, target.keyLo)
+      ref = link.ref!
+      md5 = link.md5
+    } else {
+      ref = { offset, bodySize, dataSize: head.readUInt32LE(NEEDLE_HEADER_SIZE + B_DATA_SIZE), keyHi: header.keyHi, keyLo: header.keyLo, cookie: header.cookie }
+      if (flags & FLAG_HAS_MD5) md5 = Buffer.from(head.subarray(NEEDLE_HEADER_SIZE + B_MD5, NEEDLE_HEADER_SIZE + B_MD5 + MD5_SIZE))
+    }
+    md5 ??= createHash('md5').update((await this.#target(ref)).data).digest()
+    if (!md5.equals(input.md5)) throw miss('has other bytes (its MD5 differs)')
+    return { ref, md5 }
   }
 
   /**

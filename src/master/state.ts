@@ -32,6 +32,9 @@ export interface DedupEntry {
   readonly size: number
 }
 
+/** Dedup entries kept in memory, most recently used last (level holds them all). */
+const DEDUP_CACHE_MAX = 100_000
+
 function dedupKey(collection: string, replication: string, md5: string): string {
   return `${DEDUP_PREFIX}${collection}/${replication}/${md5}`
 }
@@ -53,6 +56,8 @@ export class MasterState {
   /** Serializes writes of the limits, so that a slower write never lowers a faster one. */
   #writing: Promise<unknown> = Promise.resolve()
   readonly #known = new Map<string, KnownServer>()
+  /** A write-through cache of the dedup index: hot images are asked for again and again. */
+  readonly #dedupCache = new Map<string, string>()
 
   private constructor(db: Level<string, string>, keyLimit: number, volumeIdLimit: number, keyLease: number) {
     this.#db = db
@@ -143,13 +148,20 @@ export class MasterState {
 
   /** The stored file with these bytes, if the index knows one. */
   async dedupGet(collection: string, replication: string, md5: string): Promise<{ fid: string; size: number } | undefined> {
-    let value: string | undefined
-    try {
-      value = await this.#db.get(dedupKey(collection, replication, md5))
-    } catch (err) {
-      throw diskError(err, 'read the dedup index')
+    const key = dedupKey(collection, replication, md5)
+    let value = this.#dedupCache.get(key)
+    if (value !== undefined) {
+      this.#dedupCache.delete(key)
+      this.#dedupCache.set(key, value)
+    } else {
+      try {
+        value = await this.#db.get(key)
+      } catch (err) {
+        throw diskError(err, 'read the dedup index')
+      }
+      if (value === undefined) return undefined
+      this.#cacheDedup(key, value)
     }
-    if (value === undefined) return undefined
     const [fid, size] = value.split(' ')
     return { fid: fid!, size: Number(size) }
   }
@@ -157,20 +169,19 @@ export class MasterState {
   /** Records where bytes are stored (the newest report for an MD5 wins). */
   async dedupPut(entries: readonly DedupEntry[]): Promise<void> {
     if (entries.length === 0) return
+    const puts = entries.map((e) => ({ type: 'put' as const, key: dedupKey(e.collection, e.replication, e.md5), value: `${e.fid} ${e.size}` }))
     try {
-      await this.#db.batch(entries.map((e) => ({ type: 'put' as const, key: dedupKey(e.collection, e.replication, e.md5), value: `${e.fid} ${e.size}` })))
+      await this.#db.batch(puts)
     } catch (err) {
       throw diskError(err, 'write the dedup index')
     }
+    for (const p of puts) if (this.#dedupCache.has(p.key)) this.#cacheDedup(p.key, p.value)
   }
 
-  /** Forgets an entry, unless it already names another file. */
-  async dedupForget(collection: string, replication: string, md5: string, fid: string): Promise<void> {
-    const current = await this.dedupGet(collection, replication, md5)
-    if (current?.fid !== fid) return
-    await this.#db.del(dedupKey(collection, replication, md5)).catch((err) => {
-      throw diskError(err, 'write the dedup index')
-    })
+  #cacheDedup(key: string, value: string): void {
+    this.#dedupCache.delete(key)
+    this.#dedupCache.set(key, value)
+    if (this.#dedupCache.size > DEDUP_CACHE_MAX) this.#dedupCache.delete(this.#dedupCache.keys().next().value!)
   }
 
   async close(): Promise<void> {

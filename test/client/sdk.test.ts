@@ -39,6 +39,11 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
+/** The same key with another cookie: a fid that names no file. */
+function otherCookie(fid: string): string {
+  return `${fid.slice(0, -8)}${((parseInt(fid.slice(-8), 16) ^ 0x5a5a_5a5a) >>> 0).toString(16).padStart(8, '0')}`
+}
+
 /** The rejection of p, which must be a NeedleClientError. */
 async function failure(p: Promise<unknown>): Promise<NeedleClientError> {
   try {
@@ -166,7 +171,7 @@ t.test('errors carry stable codes', async (t) => {
     t.equal(err.statusCode, undefined, 'found by the client: no status')
   }
   const { fid } = await client.upload(randomBody(random, 100))
-  const wrongCookie = `${fid.slice(0, -8)}${(parseInt(fid.slice(-8), 16) ^ 1).toString(16).padStart(8, '0')}`
+  const wrongCookie = otherCookie(fid)
   const missing = await failure(client.download(wrongCookie))
   t.equal(missing.code, 'NS_ERR_NOT_FOUND', `a wrong cookie is a missing file: ${missing.message}`)
   t.equal(missing.statusCode, 404)

@@ -86,6 +86,15 @@ t.test('dedup, deferred deletes and undelete across every replica', async (t) =>
     t.ok(copies.every((c) => c.disposition?.includes(name)), `${name} keeps its own name on every copy`)
   }
 
+  // The dedup index lives in the master's level: a restarted master still knows the bytes.
+  await cluster.master.kill9()
+  await cluster.startMaster()
+  const afterRestart = await cluster.waitFor('the restarted master to assign', async () => {
+    const res = await http.call('GET', `${cluster.masterUrl}/dir/assign?md5=${MD5}&size=${IMAGE.length}`)
+    return res.status === 200 && res.json<{ dedupOf?: string }>()
+  })
+  t.equal(afterRestart.dedupOf, first.fid, 'after a kill -9 and restart, the master still names the stored copy')
+
   // Deleting the stored copy leaves the fid that shares it whole.
   const del = await http.call('DELETE', `${cluster.masterUrl}/${first.fid}`)
   t.equal(del.status, 202, 'a delete through the master')

@@ -52,3 +52,20 @@ t.test('volume ids stay above every id a heartbeat reported, across a restart', 
   t.same(state.knownServers(), [{ url: '127.0.0.1:8080', dataCenter: 'dc1', rack: 'r1' }])
   await state.close()
 })
+
+t.test('the dedup index survives a restart; the newest report for an MD5 wins; layouts are apart', async (t) => {
+  const dir = await stateDir(t)
+  const md5 = '0123456789abcdef0123456789abcdef'
+  let state = await MasterState.open(dir, 10)
+  t.equal(await state.dedupGet('', '002', md5), undefined, 'an empty index knows nothing')
+  await state.dedupPut([{ collection: '', replication: '002', md5, fid: '3,0112345678', size: 262144 }])
+  t.same(await state.dedupGet('', '002', md5), { fid: '3,0112345678', size: 262144 })
+  t.equal(await state.dedupGet('photos', '002', md5), undefined, 'another collection is another dedup domain')
+  t.equal(await state.dedupGet('', '000', md5), undefined, 'and so is another replication')
+  await state.close()
+  state = await MasterState.open(dir, 10)
+  t.same(await state.dedupGet('', '002', md5), { fid: '3,0112345678', size: 262144 }, 'after a restart')
+  await state.dedupPut([{ collection: '', replication: '002', md5, fid: '4,0287654321', size: 262144 }])
+  t.same(await state.dedupGet('', '002', md5), { fid: '4,0287654321', size: 262144 }, 'a newer report replaces the entry')
+  await state.close()
+})
