@@ -31,6 +31,9 @@ export interface DataServerArgs {
   replicateTimeoutMs: number
   undeleteGraceSeconds: number
   batchDeleteMax: number
+  compactGarbageThreshold: number
+  compactBytesPerSecond: string
+  compactCheckIntervalMs: number
 }
 
 /** The flags every command that runs a data server shares. */
@@ -44,6 +47,9 @@ export function dataServerFlags<T>(y: Argv<T>) {
     .option('heartbeat-interval-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.heartbeatIntervalMs, describe: 'time between heartbeats to the master' })
     .option('replicate-timeout-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.replicateTimeoutMs, describe: 'a write forwarded to another replica fails past this' })
     .option('undelete-grace-seconds', { type: 'number', default: DATA_SERVER_DEFAULTS.undeleteGraceSeconds, describe: 'a deleted file can be undeleted for this long; compaction keeps its bytes meanwhile' })
+    .option('compact-garbage-threshold', { type: 'number', default: DATA_SERVER_DEFAULTS.compactGarbageThreshold, describe: 'a volume with more garbage than this ratio is compacted by itself (0: never)' })
+    .option('compact-bytes-per-second', { type: 'string', default: '64MiB', describe: 'bytes a compaction reads per second at most (0: no limit)' })
+    .option('compact-check-interval-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.compactCheckIntervalMs, describe: 'how often volumes are checked for compaction' })
     .option('batch-delete-max', { type: 'number', default: DATA_SERVER_DEFAULTS.batchDeleteMax, describe: 'fids in one POST /delete at most' })
     .option('data-center', { type: 'string', default: DATA_SERVER_DEFAULTS.dataCenter })
     .option('rack', { type: 'string', default: DATA_SERVER_DEFAULTS.rack })
@@ -92,6 +98,9 @@ export function dataServerInput(args: Omit<DataServerArgs, 'dir' | 'port'>, dir:
     replicateTimeoutMs: args.replicateTimeoutMs,
     undeleteGraceSeconds: args.undeleteGraceSeconds,
     batchDeleteMax: args.batchDeleteMax,
+    compactGarbageThreshold: args.compactGarbageThreshold,
+    compactBytesPerSecond: parseBytes('compact-bytes-per-second', args.compactBytesPerSecond),
+    compactCheckIntervalMs: args.compactCheckIntervalMs,
   }
 }
 

@@ -15,6 +15,7 @@ export const ErrorCodes = {
   NS_ERR_VOLUME_EXISTS: { statusCode: 409, summary: 'A volume with that id already exists.' },
   NS_ERR_VOLUME_READ_ONLY: { statusCode: 409, summary: 'The volume is read-only (full, or set so by an operator).' },
   NS_ERR_COOKIE_MISMATCH: { statusCode: 409, summary: 'The file exists with another cookie; it may not be overwritten.' },
+  NS_ERR_COMPACTING: { statusCode: 409, summary: 'The volume is being compacted already.' },
   NS_ERR_DEDUP_MISS: { statusCode: 409, summary: 'The stored copy a deduplicated upload was to share is gone or differs; upload the whole file to the same fid.' },
   NS_ERR_UNDELETE_EXPIRED: { statusCode: 410, summary: 'The file was deleted longer ago than the undelete grace period; it can no longer be restored.' },
   NS_ERR_BODY_TOO_LARGE: { statusCode: 413, summary: 'The file is larger than the configured limit.' },

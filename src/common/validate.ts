@@ -15,6 +15,11 @@ export function integer(name: string, value: unknown, min: number, max: number):
   return value
 }
 
+export function fraction(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 1) fail(name, 'a number from 0 to 1', value)
+  return value
+}
+
 export function nonEmptyString(name: string, value: unknown): string {
   if (typeof value !== 'string' || value.length === 0) fail(name, 'a non-empty string', value)
   return value

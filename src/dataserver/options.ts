@@ -4,7 +4,7 @@
  */
 import { NeedleError } from '../common/errors.js'
 import { VOLUME_BYTES_MAX, DATA_BYTES_MAX } from '../common/format.js'
-import { integer, nonEmptyString, oneOf, optionalString } from '../common/validate.js'
+import { fraction, integer, nonEmptyString, oneOf, optionalString } from '../common/validate.js'
 import type { FsyncPolicy, VolumeSettings } from './volume.js'
 
 /** The volume settings a server takes as options (documented on VolumeOptions); the read
@@ -35,6 +35,12 @@ export interface DataServerOptions extends ServerVolumeSettings {
   readonly undeleteGraceSeconds: number
   /** Fids in one batch delete request, at most. */
   readonly batchDeleteMax: number
+  /** A volume whose garbage ratio passes this is compacted by itself (0: never). */
+  readonly compactGarbageThreshold: number
+  /** Bytes a compaction reads per second at most (0: no limit). */
+  readonly compactBytesPerSecond: number
+  /** How often volumes are checked for compaction. */
+  readonly compactCheckIntervalMs: number
   readonly dataCenter: string
   readonly rack: string
   /** Largest file accepted, in bytes; a larger upload gets 413 and writes nothing. */
@@ -84,6 +90,9 @@ export const DATA_SERVER_DEFAULTS = Object.freeze({
   reconcileQueueMax: 100_000,
   undeleteGraceSeconds: 86_400,
   batchDeleteMax: 1000,
+  compactGarbageThreshold: 0.3,
+  compactBytesPerSecond: 64 * MiB,
+  compactCheckIntervalMs: 60_000,
 })
 
 export function resolveDataServerOptions(input: DataServerInput): DataServerOptions {
@@ -101,6 +110,9 @@ export function resolveDataServerOptions(input: DataServerInput): DataServerOpti
     reconcileQueueMax: integer('reconcileQueueMax', o.reconcileQueueMax, 1, 10_000_000),
     undeleteGraceSeconds: integer('undeleteGraceSeconds', o.undeleteGraceSeconds, 0, 10 * 365 * 86_400),
     batchDeleteMax: integer('batchDeleteMax', o.batchDeleteMax, 1, 100_000),
+    compactGarbageThreshold: fraction('compactGarbageThreshold', o.compactGarbageThreshold),
+    compactBytesPerSecond: integer('compactBytesPerSecond', o.compactBytesPerSecond, 0, 100 * 1024 * MiB),
+    compactCheckIntervalMs: integer('compactCheckIntervalMs', o.compactCheckIntervalMs, 10, 86_400_000),
     dataCenter: nonEmptyString('dataCenter', o.dataCenter),
     rack: nonEmptyString('rack', o.rack),
     fileBytesMax: integer('fileBytesMax', o.fileBytesMax, 1, Math.min(DATA_BYTES_MAX, 1024 * MiB)),

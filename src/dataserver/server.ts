@@ -13,6 +13,7 @@ import { openDedupRef } from '../common/dedup-ref.js'
 import { collectionParam } from '../common/format.js'
 import { originOf } from '../common/peer.js'
 import { bearerOf, verifyToken } from '../common/token.js'
+import { Compactor } from './compactor.js'
 import { ClusterLink, REPLICATE_BATCH_BYTES_MAX, REPLICATE_BATCH_OPS_MAX, type ReplicaOutcome, type ReplicaResult } from './cluster.js'
 import { KIND_DELETE, KIND_LINK, KIND_UNDELETE, KIND_WRITE, decodeOps, type ReplicaOp } from './replica-batch.js'
 import { toErrorResponse } from '../common/http-errors.js'
@@ -37,6 +38,7 @@ export interface DataServer {
   readonly options: DataServerOptions
   readonly metrics: DataServerMetrics
   readonly cluster: ClusterLink
+  readonly compactor: Compactor
   /** `http://host:port` once listening. */
   url: string
   close(): Promise<void>
@@ -68,6 +70,13 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
     store,
   )
   metrics = createMetrics(store, readCache, cluster)
+  const compactor = new Compactor(store, {
+    graceMs: options.undeleteGraceSeconds * 1000,
+    bytesPerSecond: options.compactBytesPerSecond,
+    garbageThreshold: options.compactGarbageThreshold,
+    checkIntervalMs: options.compactCheckIntervalMs,
+    log: options.log,
+  })
   const app = Fastify({
     bodyLimit: options.fileBytesMax,
     return503OnClosing: true,
@@ -94,10 +103,12 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
     options,
     metrics,
     cluster,
+    compactor,
     url: '',
     close() {
       closing ??= (async () => {
         await cluster.close()
+        await compactor.close()
         await app.close()
         await store.close()
       })()
@@ -155,6 +166,7 @@ export async function startDataServer(input: DataServerInput): Promise<DataServe
   server.url = `http://${server.options.host}:${port}`
   const self = `${server.options.ip ?? server.options.host}:${port}`
   server.cluster.start(self, server.options.publicUrl ?? self)
+  server.compactor.start()
   return server
 }
 
@@ -701,6 +713,8 @@ function registerAdminRoutes(server: DataServer): void {
     }
     return { fid: formatFid(fid), ...result }
   })
+  // Compacts a volume now (after any compaction running), while it keeps serving.
+  app.post('/admin/volume/compact', { preHandler: guard }, async (req) => server.compactor.compact(volumeParam(req)))
   // Deletes a volume and its files: the master undoing a growth that did not reach every copy.
   app.post('/admin/volume/delete', { preHandler: guard }, async (req) => {
     const id = volumeParam(req)

@@ -12,7 +12,7 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { NeedleError, diskError } from '../common/errors.js'
-import { Volume, datPath, idxPath, syncDir, type VolumeOptions, type VolumeSettings, type VolumeStatus } from './volume.js'
+import { Volume, compactDatPath, compactIdxPath, compactMarkerPath, datPath, idxPath, syncDir, type VolumeOptions, type VolumeSettings, type VolumeStatus } from './volume.js'
 
 
 export interface StoreOptions {
@@ -114,8 +114,11 @@ export class Store {
     this.#volumes.delete(volumeId)
     await volume.close()
     try {
-      await rm(datPath(this.dir, volumeId), { force: true })
-      await rm(idxPath(this.dir, volumeId), { force: true })
+      // The marker first: without it, half-made compaction files are never renamed into place.
+      await rm(compactMarkerPath(this.dir, volumeId), { force: true })
+      for (const path of [datPath(this.dir, volumeId), idxPath(this.dir, volumeId), compactDatPath(this.dir, volumeId), compactIdxPath(this.dir, volumeId)]) {
+        await rm(path, { force: true })
+      }
       await syncDir(this.dir)
     } catch (err) {
       throw diskError(err, `remove volume ${volumeId}`)

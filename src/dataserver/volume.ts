@@ -21,9 +21,9 @@
  */
 import { constants as fsc, read as readCallback, readSync } from 'node:fs'
 import { createHash, randomBytes } from 'node:crypto'
-import { open, rename, rm, type FileHandle } from 'node:fs/promises'
+import { access, open, rename, rm, statfs, type FileHandle } from 'node:fs/promises'
 import { endianness } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { NeedleError, diskError } from '../common/errors.js'
 import {
   BODY_FIXED_SIZE,
@@ -176,6 +176,8 @@ interface PendingAppend {
   readonly keyLo: number
   /** Body size for the index, or IDX_TOMBSTONE_SIZE. */
   readonly size: number
+  /** For a needle holding a reference (a link, a tombstone): the generation it was computed in. */
+  readonly generation: number | undefined
   readonly resolve: () => void
   readonly reject: (err: unknown) => void
 }
@@ -204,10 +206,10 @@ const IDX_LOAD_ENTRIES = 1 << 20
 export class Volume {
   readonly id: number
   readonly #opts: VolumeOptions
-  readonly #dat: FileHandle
-  readonly #idx: FileHandle
+  #dat: FileHandle
+  #idx: FileHandle
   #index = new NeedleIndex()
-  readonly #superblock: Superblock
+  #superblock: Superblock
   #datBytes: number
   #idxBytes: number
   #liveBytes = 0
@@ -218,9 +220,16 @@ export class Volume {
   readonly #keyLocks = new Map<string, Promise<unknown>>()
   readonly #asyncReads = new Set<Promise<unknown>>()
   /** This instance's key in the read cache (a reopened or rewritten volume gets a new one). */
-  readonly #cacheId: number
+  #cacheId: number
   #queue: PendingAppend[] = []
   #draining: Promise<void> | undefined
+  /** The batch being written, if any. */
+  #writing: Promise<void> | undefined
+  /** While set, no batch starts: a compaction is swapping the files. */
+  #gate: Promise<void> | undefined
+  /** Bumped each time a compaction moves the needles, so a reference computed before is redone. */
+  #generation = 0
+  #compaction: Promise<unknown> | undefined
   #dirty = false
   #syncTimer: NodeJS.Timeout | undefined
 
@@ -280,6 +289,7 @@ export class Volume {
     let dat: FileHandle | undefined
     let idx: FileHandle | undefined
     try {
+      await finishCompaction(opts.dir, opts.volumeId, opts.onRecovery)
       dat = await open(datPath(opts.dir, opts.volumeId), 'r+')
       idx = await open(idxPath(opts.dir, opts.volumeId), fsc.O_RDWR | fsc.O_CREAT, 0o644)
       const datBytes = (await dat.stat()).size
@@ -363,10 +373,18 @@ export class Volume {
    * A needle that fails its checksum raises NS_ERR_CORRUPT_NEEDLE.
    */
   async read(keyHi: number, keyLo: number, cookie: number): Promise<Needle> {
-    const { offsetUnits, length } = this.#locate(keyHi, keyLo)
-    const needle = this.#checkFound(await this.#needleAt(offsetUnits, length, keyHi, keyLo), keyHi, keyLo, cookie)
-    if (!needle.ref) return needle
-    return linked(needle, await this.#target(needle.ref))
+    for (;;) {
+      const generation = this.#generation
+      try {
+        const { offsetUnits, length } = this.#locate(keyHi, keyLo)
+        const needle = this.#checkFound(await this.#needleAt(offsetUnits, length, keyHi, keyLo), keyHi, keyLo, cookie)
+        if (!needle.ref) return needle
+        return linked(needle, await this.#target(needle.ref))
+      } catch (err) {
+        // A compaction moved the needles between the two reads of a link: read again.
+        if (generation === this.#generation) throw err
+      }
+    }
   }
 
   /**
@@ -550,11 +568,15 @@ export class Volume {
     this.#assertOpen()
     if (this.readOnly) throw readOnly(this.id)
     return this.#underKeyLock(input.keyHi, input.keyLo, async () => {
-      await this.#checkCookie(input.keyHi, input.keyLo, input.cookie)
-      const { ref, md5 } = await this.#linkTarget(input)
-      const buf = encodeNeedle({ ...input, data: EMPTY, ref, md5 }, this.#opts.now(), this.#seed)
-      await this.#append(buf, input.keyHi, input.keyLo, buf.readUInt32LE(H_BODY_SIZE))
-      return { size: ref.dataSize }
+      let size = 0
+      await this.#appendReferring(input.keyHi, input.keyLo, async () => {
+        await this.#checkCookie(input.keyHi, input.keyLo, input.cookie)
+        const { ref, md5 } = await this.#linkTarget(input)
+        size = ref.dataSize
+        const buf = encodeNeedle({ ...input, data: EMPTY, ref, md5 }, this.#opts.now(), this.#seed)
+        return { buf, size: buf.readUInt32LE(H_BODY_SIZE) }
+      })
+      return { size }
     })
   }
 
@@ -611,14 +633,16 @@ export class Volume {
   async delete(keyHi: number, keyLo: number, cookie: number): Promise<{ size: number }> {
     this.#assertOpen()
     return this.#underKeyLock(keyHi, keyLo, async () => {
-      const existing = await this.#peek(keyHi, keyLo)
-      if (!existing || existing.cookie !== cookie) return { size: 0 }
-      if (existing.deleted) return { size: existing.dataSize }
-      if (this.#readOnly) throw readOnly(this.id)
-      const ref: NeedleRef = { offset: existing.offset, bodySize: existing.bodySize, dataSize: existing.dataSize, keyHi, keyLo, cookie }
-      const buf = encodeNeedle({ cookie, keyHi, keyLo, data: EMPTY, tombstone: true, ref }, this.#opts.now(), this.#seed)
-      await this.#append(buf, keyHi, keyLo, IDX_TOMBSTONE_SIZE)
-      return { size: existing.dataSize }
+      let size = 0
+      await this.#appendReferring(keyHi, keyLo, async () => {
+        const existing = await this.#peek(keyHi, keyLo)
+        size = existing && existing.cookie === cookie ? existing.dataSize : 0
+        if (!existing || existing.cookie !== cookie || existing.deleted) return undefined
+        if (this.#readOnly) throw readOnly(this.id)
+        const ref: NeedleRef = { offset: existing.offset, bodySize: existing.bodySize, dataSize: existing.dataSize, keyHi, keyLo, cookie }
+        return { buf: encodeNeedle({ cookie, keyHi, keyLo, data: EMPTY, tombstone: true, ref }, this.#opts.now(), this.#seed), size: IDX_TOMBSTONE_SIZE }
+      })
+      return { size }
     })
   }
 
@@ -632,34 +656,62 @@ export class Volume {
     this.#assertOpen()
     if (this.readOnly) throw readOnly(this.id)
     return this.#underKeyLock(keyHi, keyLo, async () => {
-      const existing = await this.#peek(keyHi, keyLo)
-      if (!existing || existing.cookie !== cookie) throw notFound()
-      if (!existing.deleted) return { size: existing.dataSize, undeleted: false }
-      const tombstone = await this.#needleAt(existing.offset, needleLength(existing.bodySize), keyHi, keyLo)
-      if (!tombstone.tombstone || !tombstone.ref) throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index points at a deleted key's tombstone that is not one`)
-      const deletedAgoMs = this.#opts.now() - tombstone.appendAtMs
-      if (deletedAgoMs > graceMs) {
-        throw new NeedleError('NS_ERR_UNDELETE_EXPIRED', `deleted ${Math.round(deletedAgoMs / 1000)} s ago, past the grace period of ${Math.round(graceMs / 1000)} s`)
-      }
-      // The needle deleted: a file's own bytes, or a link to bytes it shares.
-      const deleted = await this.#target(tombstone.ref)
-      const ref = deleted.ref ?? tombstone.ref
-      if (deleted.ref) await this.#target(deleted.ref)
-      const restored = deleted
-      const buf = encodeNeedle({
-        cookie,
-        keyHi,
-        keyLo,
-        data: EMPTY,
-        ref,
-        ...(restored.name !== undefined ? { name: restored.name } : {}),
-        ...(restored.mime !== undefined ? { mime: restored.mime } : {}),
-        ...(restored.lastModifiedMs !== undefined ? { lastModifiedMs: restored.lastModifiedMs } : {}),
-        ...(restored.md5 !== undefined ? { md5: restored.md5 } : {}),
-      }, this.#opts.now(), this.#seed)
-      await this.#append(buf, keyHi, keyLo, buf.readUInt32LE(H_BODY_SIZE))
-      return { size: ref.dataSize, undeleted: true }
+      let result = { size: 0, undeleted: false }
+      await this.#appendReferring(keyHi, keyLo, async () => {
+        const existing = await this.#peek(keyHi, keyLo)
+        if (!existing || existing.cookie !== cookie) throw notFound()
+        result = { size: existing.dataSize, undeleted: existing.deleted }
+        if (!existing.deleted) return undefined
+        const tombstone = await this.#needleAt(existing.offset, needleLength(existing.bodySize), keyHi, keyLo)
+        if (!tombstone.tombstone || !tombstone.ref) throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index points at a deleted key's tombstone that is not one`)
+        const deletedAgoMs = this.#opts.now() - tombstone.appendAtMs
+        if (deletedAgoMs > graceMs) {
+          throw new NeedleError('NS_ERR_UNDELETE_EXPIRED', `deleted ${Math.round(deletedAgoMs / 1000)} s ago, past the grace period of ${Math.round(graceMs / 1000)} s`)
+        }
+        // The needle deleted: a file's own bytes, or a link to bytes it shares.
+        const deleted = await this.#target(tombstone.ref)
+        const ref = deleted.ref ?? tombstone.ref
+        if (deleted.ref) await this.#target(deleted.ref)
+        const buf = encodeNeedle({
+          cookie,
+          keyHi,
+          keyLo,
+          data: EMPTY,
+          ref,
+          ...(deleted.name !== undefined ? { name: deleted.name } : {}),
+          ...(deleted.mime !== undefined ? { mime: deleted.mime } : {}),
+          ...(deleted.lastModifiedMs !== undefined ? { lastModifiedMs: deleted.lastModifiedMs } : {}),
+          ...(deleted.md5 !== undefined ? { md5: deleted.md5 } : {}),
+        }, this.#opts.now(), this.#seed)
+        result = { size: ref.dataSize, undeleted: true }
+        return { buf, size: buf.readUInt32LE(H_BODY_SIZE) }
+      })
+      return result
     })
+  }
+
+  /**
+   * Appends the needle encode() makes (nothing when it answers undefined). A needle that refers
+   * to another by offset is encoded again if a compaction moved the needles in between.
+   */
+  async #appendReferring(keyHi: number, keyLo: number, encode: () => Promise<{ buf: Buffer; size: number } | undefined>): Promise<void> {
+    for (;;) {
+      const generation = this.#generation
+      let needle: { buf: Buffer; size: number } | undefined
+      try {
+        needle = await encode()
+      } catch (err) {
+        if (generation === this.#generation) throw err
+        continue
+      }
+      if (!needle) return
+      try {
+        await this.#append(needle.buf, keyHi, keyLo, needle.size, generation)
+        return
+      } catch (err) {
+        if (err !== MOVED) throw err
+      }
+    }
   }
 
   /** A write or link may replace key only with its cookie. */
@@ -687,13 +739,13 @@ export class Volume {
     }
   }
 
-  #append(buf: Buffer, keyHi: number, keyLo: number, size: number): Promise<void> {
+  #append(buf: Buffer, keyHi: number, keyLo: number, size: number, generation?: number): Promise<void> {
     if (this.#state !== 'open') return Promise.reject(closed(this.id))
     if (this.#queue.length >= this.#opts.writeQueueMax) {
       return Promise.reject(new NeedleError('NS_ERR_OVERLOADED', `volume ${this.id}: ${this.#queue.length} writes queued`))
     }
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ buf, keyHi, keyLo, size, resolve, reject })
+      this.#queue.push({ buf, keyHi, keyLo, size, generation, resolve, reject })
       this.#draining ??= this.#drain().finally(() => {
         this.#draining = undefined
       })
@@ -705,8 +757,12 @@ export class Volume {
     // Let the appends that arrive in the same turn of the event loop join the first batch.
     await new Promise<void>((resolve) => setImmediate(resolve))
     while (this.#queue.length > 0) {
+      if (this.#gate) await this.#gate
       const batch = this.#takeBatch()
-      if (batch.length > 0) await this.#writeBatch(batch)
+      if (batch.length === 0) continue
+      this.#writing = this.#writeBatch(batch)
+      await this.#writing
+      this.#writing = undefined
     }
   }
 
@@ -715,6 +771,12 @@ export class Volume {
     let bytes = 0
     while (this.#queue.length > 0) {
       const next = this.#queue[0]!
+      if (next.generation !== undefined && next.generation !== this.#generation) {
+        // Its reference names an offset from before a compaction: the caller encodes it again.
+        this.#queue.shift()
+        next.reject(MOVED)
+        continue
+      }
       if (batch.length > 0 && (bytes + next.buf.length > this.#opts.writeBatchBytesMax || batch.length >= this.#opts.writeBatchMax)) break
       const end = this.#datBytes + bytes + next.buf.length
       if (this.#readOnly || end > appendLimit(this.#opts.volumeBytesMax, next.size)) {
@@ -778,17 +840,7 @@ export class Volume {
   }
 
   #applyToIndex(keyHi: number, keyLo: number, offsetUnits: number, size: number): void {
-    const index = this.#index
-    if (size === IDX_TOMBSTONE_SIZE) {
-      // A deleted key's entry points at its tombstone, which points at what it deleted.
-      if (index.lookup(keyHi, keyLo) && !index.foundDeleted) this.#liveBytes -= needleLength(index.foundSize)
-      index.set(keyHi, keyLo, offsetUnits, TOMBSTONE_BODY_SIZE)
-      index.markDeleted(keyHi, keyLo)
-      return
-    }
-    const previous = index.set(keyHi, keyLo, offsetUnits, size)
-    if (previous > 0) this.#liveBytes -= needleLength(previous)
-    this.#liveBytes += needleLength(size)
+    this.#liveBytes += applyEntry(this.#index, keyHi, keyLo, offsetUnits, size)
   }
 
   async #intervalSync(): Promise<void> {
@@ -807,6 +859,8 @@ export class Volume {
     if (this.#state !== 'open') return
     this.#state = 'closing'
     if (this.#syncTimer) clearInterval(this.#syncTimer)
+    // A compaction stops at its next needle (or finishes its swap) and cleans up after itself.
+    await this.#compaction?.catch(() => {})
     // Appends queued before close() are written; new ones are refused (#append checks state).
     while (this.#draining) await this.#draining
     await Promise.allSettled([...this.#asyncReads])
@@ -824,6 +878,185 @@ export class Volume {
 
   #assertOpen(): void {
     if (this.#state !== 'open') throw closed(this.id)
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Compaction.
+
+  /**
+   * Rewrites the volume without its garbage, while reads and writes go on: the live needles,
+   * the needles a live link shares, and the tombstones (with what they deleted) still inside
+   * the undelete grace period are copied, in their order, into `<vid>.cpd` / `<vid>.cpx`; what
+   * was appended meanwhile is copied after them; then, with appends held for a moment, the last
+   * tail is copied, both files are synced, a commit marker is written, and the new files are
+   * renamed over the old ones. A crash before the marker leaves the old volume (the new files
+   * are removed at the next open); after it, the next open finishes the renames.
+   */
+  compact(opts: CompactOptions): Promise<CompactResult> {
+    this.#assertOpen()
+    if (this.#compaction) return Promise.reject(new NeedleError('NS_ERR_COMPACTING', `volume ${this.id} is being compacted`))
+    const run = this.#compact(opts).finally(() => {
+      this.#compaction = undefined
+    })
+    this.#compaction = run
+    return run
+  }
+
+  get compacting(): boolean {
+    return this.#compaction !== undefined
+  }
+
+  async #compact(opts: CompactOptions): Promise<CompactResult> {
+    const started = Date.now()
+    const { dir, volumeId } = this.#opts
+    const fault = opts.fault ?? (() => {})
+    const beforeBytes = this.#datBytes
+    await this.#checkRoom()
+    const nowMs = this.#opts.now()
+    const inGrace = (tombstone: Needle) => nowMs - tombstone.appendAtMs <= opts.graceMs
+    // The snapshot is copied at the asked rate; the tail (what came in meanwhile) at full speed.
+    const throttle = new Throttle(opts.bytesPerSecond ?? 0)
+    const unthrottled = new Throttle(0)
+    const snapshotEnd = this.#datBytes
+    const snapshotUnits = toUnits(snapshotEnd)
+
+    // Pass 1: what must be kept besides the current needles: what live links share, and what
+    // tombstones in their grace period deleted (and, for a deleted link, what it shared).
+    const referenced = new Set<number>()
+    const linkTargets = new Map<number, number>()
+    await this.#scanNeedles(SUPERBLOCK_SIZE, snapshotEnd, throttle, (needle, units) => {
+      if (needle.ref && !needle.tombstone) linkTargets.set(units, needle.ref.offset)
+      const index = this.#index
+      if (!needle.ref || !index.lookup(needle.keyHi, needle.keyLo) || index.foundOffset !== units) return
+      if (!needle.tombstone || inGrace(needle)) referenced.add(needle.ref.offset)
+    })
+    for (const offset of [...referenced]) {
+      const target = linkTargets.get(offset)
+      if (target !== undefined) referenced.add(target)
+    }
+    linkTargets.clear()
+
+    // Pass 2: copy.
+    const cpd = await open(compactDatPath(dir, volumeId), 'w+')
+    const cpx = await open(compactIdxPath(dir, volumeId), 'w+')
+    const superblock = { ...this.#superblock, compactRevision: this.#superblock.compactRevision + 1 }
+    const out = new CompactWriter(cpd, cpx, this.#seed, encodeSuperblock(superblock))
+    let committed = false
+    let release: (() => void) | undefined
+    try {
+      const keysWithOldNeedles = new Set<string>()
+      await this.#scanNeedles(SUPERBLOCK_SIZE, snapshotEnd, throttle, async (needle, units, raw) => {
+        const index = this.#index
+        const known = index.lookup(needle.keyHi, needle.keyLo)
+        const isCurrent = known && index.foundOffset === units
+        const keyName = `${needle.keyHi}:${needle.keyLo}`
+        let keep: boolean
+        if (isCurrent) {
+          // A tombstone past its grace goes, unless an older needle of its key stays (a link
+          // shares it): then it must stay too, or that needle would read as live again.
+          keep = !needle.tombstone || inGrace(needle) || keysWithOldNeedles.has(keyName)
+        } else {
+          // Kept when something refers to it, or may: a key written or deleted since the
+          // snapshot keeps its older needles, which a tombstone or a link in the tail may name.
+          keep = referenced.has(units) || (known && index.foundOffset >= snapshotUnits)
+          if (keep) keysWithOldNeedles.add(keyName)
+        }
+        if (keep) await out.copy(needle, units, raw)
+      })
+      fault('copied')
+
+      // The tail: what was appended since the snapshot, until little is left (or for a few
+      // rounds, when writes come in as fast as they are copied).
+      let copiedTo = snapshotEnd
+      for (let round = 0; round < COMPACT_TAIL_ROUNDS && this.#datBytes - copiedTo > COMPACT_TAIL_HOLD_BYTES; round++) {
+        const end = this.#datBytes
+        await this.#scanNeedles(copiedTo, end, unthrottled, (needle, units, raw) => out.copy(needle, units, raw))
+        copiedTo = end
+      }
+
+      // Hold appends, copy the rest, and swap.
+      this.#assertOpen()
+      this.#gate = new Promise<void>((resolve) => (release = resolve))
+      await this.#writing
+      await this.#scanNeedles(copiedTo, this.#datBytes, unthrottled, (needle, units, raw) => out.copy(needle, units, raw))
+      if (out.index.liveCount !== this.#index.liveCount) {
+        // A live needle could not be read whole (damage the scan skipped): never drop a file.
+        throw new NeedleError('NS_ERR_CORRUPT_VOLUME', `volume ${this.id}: ${this.#index.liveCount - out.index.liveCount} live needles cannot be read whole; repair the volume before compacting it (nothing was changed)`)
+      }
+      await out.finish()
+      fault('synced')
+      await writeMarker(compactMarkerPath(dir, volumeId), superblock.compactRevision)
+      committed = true
+      fault('marked')
+      await rename(compactDatPath(dir, volumeId), datPath(dir, volumeId))
+      fault('renamed-dat')
+      await rename(compactIdxPath(dir, volumeId), idxPath(dir, volumeId))
+      await syncDir(dir)
+      fault('renamed')
+      await rm(compactMarkerPath(dir, volumeId))
+      await syncDir(dir)
+
+      const oldDat = this.#dat
+      const oldIdx = this.#idx
+      this.#dat = cpd
+      this.#idx = cpx
+      this.#index = out.index
+      this.#liveBytes = out.liveBytes
+      this.#datBytes = out.datBytes
+      this.#idxBytes = out.idxBytes
+      this.#superblock = superblock
+      this.#cacheId = this.#opts.readCache?.volumeId() ?? 0
+      this.#generation++
+      this.#gate = undefined
+      release!()
+      await Promise.allSettled([...this.#asyncReads])
+      await oldDat.close().catch(() => {})
+      await oldIdx.close().catch(() => {})
+      return { volume: this.id, beforeBytes, afterBytes: out.datBytes, needles: out.needles, revision: superblock.compactRevision, ms: Date.now() - started }
+    } catch (err) {
+      if (!committed) {
+        await cpd.close().catch(() => {})
+        await cpx.close().catch(() => {})
+        await rm(compactDatPath(dir, volumeId), { force: true }).catch(() => {})
+        await rm(compactIdxPath(dir, volumeId), { force: true }).catch(() => {})
+      } else {
+        // Past the marker the old files may be gone: the next open finishes the swap.
+        this.#readOnly = true
+      }
+      this.#gate = undefined
+      release?.()
+      throw diskError(err, `compact volume ${this.id}`)
+    }
+  }
+
+  /** Refuses to start without room for a copy of the live bytes (and some slack). */
+  async #checkRoom(): Promise<void> {
+    const fs = await statfs(this.#opts.dir)
+    const free = fs.bavail * fs.bsize
+    const need = this.#liveBytes + SUPERBLOCK_SIZE + COMPACT_ROOM_SLACK_BYTES
+    if (free < need) {
+      throw new NeedleError('NS_ERR_DISK_FULL', `compacting volume ${this.id} needs about ${need} bytes free, and ${free} are: nothing was changed`)
+    }
+  }
+
+  /** Calls fn for every whole needle in [from, to) of `.dat`, skipping damaged stretches. */
+  async #scanNeedles(from: number, to: number, throttle: Throttle, fn: (needle: Needle, units: number, raw: Buffer) => unknown): Promise<void> {
+    const reader = new ChunkReader(this.#dat, to)
+    let pos = from
+    while (pos < to) {
+      this.#assertOpen()
+      const needle = await tryNeedleAt(reader, pos, this.#seed)
+      if (!needle) {
+        const next = await findNextNeedle(reader, pos, this.#seed)
+        if (next === undefined) break
+        pos = next
+        continue
+      }
+      const raw = (await reader.bytes(pos, needle.length))!
+      await fn(needle, toUnits(pos), raw)
+      pos += needle.length
+      await throttle.spend(needle.length)
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -996,6 +1229,246 @@ async function findNextNeedle(reader: ChunkReader, pos: number, seed: bigint): P
     if (await tryNeedleAt(reader, at, seed)) return at
   }
 }
+
+/**
+ * Applies one `.idx` entry to an index; answers the change of live bytes. A deleted key's entry
+ * points at its tombstone, which points at what it deleted.
+ */
+function applyEntry(index: NeedleIndex, keyHi: number, keyLo: number, offsetUnits: number, size: number): number {
+  if (size === IDX_TOMBSTONE_SIZE) {
+    const gone = index.lookup(keyHi, keyLo) && !index.foundDeleted ? needleLength(index.foundSize) : 0
+    index.set(keyHi, keyLo, offsetUnits, TOMBSTONE_BODY_SIZE)
+    index.markDeleted(keyHi, keyLo)
+    return -gone
+  }
+  const previous = index.set(keyHi, keyLo, offsetUnits, size)
+  return needleLength(size) - (previous > 0 ? needleLength(previous) : 0)
+}
+
+export interface CompactOptions {
+  /** Tombstones younger than this are kept, with what they deleted, so undelete still works. */
+  readonly graceMs: number
+  /** Bytes read per second at most (0 or undefined: no limit). */
+  readonly bytesPerSecond?: number
+  /** Called at each step of the commit (tests crash the process there). */
+  readonly fault?: (step: CompactStep) => void
+}
+
+export type CompactStep = 'copied' | 'synced' | 'marked' | 'renamed-dat' | 'renamed'
+export const COMPACT_STEPS: readonly CompactStep[] = ['copied', 'synced', 'marked', 'renamed-dat', 'renamed']
+
+export interface CompactResult {
+  readonly volume: number
+  readonly beforeBytes: number
+  readonly afterBytes: number
+  readonly needles: number
+  readonly revision: number
+  readonly ms: number
+}
+
+/** Appends are held once the tail left to copy is this small, or after this many rounds. */
+const COMPACT_TAIL_HOLD_BYTES = 1024 * 1024
+const COMPACT_TAIL_ROUNDS = 4
+/** Room wanted beyond the live bytes before a compaction starts. */
+const COMPACT_ROOM_SLACK_BYTES = 16 * 1024 * 1024
+const COMPACT_FLUSH_BYTES = 4 * 1024 * 1024
+
+export function compactDatPath(dir: string, volumeId: number): string {
+  return join(dir, `${volumeId}.cpd`)
+}
+
+export function compactIdxPath(dir: string, volumeId: number): string {
+  return join(dir, `${volumeId}.cpx`)
+}
+
+/** Present from the moment both compacted files are durable until the swap is done. */
+export function compactMarkerPath(dir: string, volumeId: number): string {
+  return join(dir, `${volumeId}.cpc`)
+}
+
+async function writeMarker(path: string, revision: number): Promise<void> {
+  const fh = await open(path, 'w')
+  try {
+    await fh.writeFile(`${revision}\n`)
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+  await syncDir(dirname(path))
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * What a crash left of a compaction: with the commit marker, the swap is finished (each rename
+ * that has not happened yet); without it, the half-made files are removed.
+ */
+export async function finishCompaction(dir: string, volumeId: number, log?: (message: string) => void): Promise<void> {
+  const marker = compactMarkerPath(dir, volumeId)
+  if (await exists(marker)) {
+    if (await exists(compactDatPath(dir, volumeId))) await rename(compactDatPath(dir, volumeId), datPath(dir, volumeId))
+    if (await exists(compactIdxPath(dir, volumeId))) await rename(compactIdxPath(dir, volumeId), idxPath(dir, volumeId))
+    await syncDir(dir)
+    await rm(marker)
+    await syncDir(dir)
+    log?.(`volume ${volumeId}: finished a compaction that a stop interrupted after its commit`)
+    return
+  }
+  let removed = false
+  for (const path of [compactDatPath(dir, volumeId), compactIdxPath(dir, volumeId)]) {
+    if (await exists(path)) {
+      await rm(path)
+      removed = true
+    }
+  }
+  if (removed) log?.(`volume ${volumeId}: dropped a compaction that a stop interrupted before its commit`)
+}
+
+/** Keeps a long scan under a byte rate, by sleeping between needles. */
+class Throttle {
+  readonly #bytesPerSecond: number
+  readonly #start = performance.now()
+  #spent = 0
+
+  constructor(bytesPerSecond: number) {
+    this.#bytesPerSecond = bytesPerSecond
+  }
+
+  async spend(bytes: number): Promise<void> {
+    if (this.#bytesPerSecond <= 0) return
+    this.#spent += bytes
+    const aheadMs = (this.#spent / this.#bytesPerSecond) * 1000 - (performance.now() - this.#start)
+    if (aheadMs > 10) await new Promise((resolve) => setTimeout(resolve, aheadMs))
+  }
+}
+
+/**
+ * The new files of a compaction: needles copied in their order (a link or a tombstone encoded
+ * again, its reference moved to where the needle it names now lies), their `.idx` entries, and
+ * the index of the new files, written in large chunks.
+ */
+class CompactWriter {
+  readonly index = new NeedleIndex()
+  liveBytes = 0
+  datBytes = 0
+  idxBytes = 0
+  needles = 0
+  readonly #dat: FileHandle
+  readonly #idx: FileHandle
+  readonly #seed: bigint
+  #datChunks: Buffer[] = []
+  #idxChunks: Buffer[] = []
+  #pending = 0
+  #datFlushed = 0
+  #idxFlushed = 0
+  /** Old offset → new offset of every copied needle, in increasing old offsets. */
+  #oldOffsets = new Uint32Array(1024)
+  #newOffsets = new Uint32Array(1024)
+  #moved = 0
+
+  constructor(dat: FileHandle, idx: FileHandle, seed: bigint, superblock: Buffer) {
+    this.#dat = dat
+    this.#idx = idx
+    this.#seed = seed
+    this.#datChunks.push(superblock)
+    this.datBytes = superblock.length
+  }
+
+  async copy(needle: Needle, oldUnits: number, raw: Buffer): Promise<void> {
+    const units = toUnits(this.datBytes)
+    let buf: Buffer
+    if (needle.ref) {
+      // A tombstone past its grace may name a needle that was not kept: offset 0, never read.
+      const ref = { ...needle.ref, offset: this.#where(needle.ref.offset) ?? 0 }
+      buf = encodeNeedle({
+        cookie: needle.cookie,
+        keyHi: needle.keyHi,
+        keyLo: needle.keyLo,
+        data: EMPTY,
+        ref,
+        ...(needle.tombstone ? { tombstone: true } : {}),
+        ...(needle.name !== undefined ? { name: needle.name } : {}),
+        ...(needle.mime !== undefined ? { mime: needle.mime } : {}),
+        ...(needle.lastModifiedMs !== undefined ? { lastModifiedMs: needle.lastModifiedMs } : {}),
+        ...(needle.md5 !== undefined ? { md5: needle.md5 } : {}),
+      }, needle.appendAtMs, this.#seed)
+    } else {
+      buf = Buffer.from(raw)
+    }
+    const size = needle.tombstone ? IDX_TOMBSTONE_SIZE : needle.bodySize
+    this.#datChunks.push(buf)
+    this.#idxChunks.push(encodeIdxEntry({ keyHi: needle.keyHi, keyLo: needle.keyLo, offset: units, size }))
+    this.#remember(oldUnits, units)
+    this.liveBytes += applyEntry(this.index, needle.keyHi, needle.keyLo, units, size)
+    this.datBytes += buf.length
+    this.idxBytes += IDX_ENTRY_SIZE
+    this.needles++
+    this.#pending += buf.length
+    if (this.#pending >= COMPACT_FLUSH_BYTES) await this.#flush()
+  }
+
+  #remember(oldUnits: number, units: number): void {
+    if (this.#moved === this.#oldOffsets.length) {
+      const old = new Uint32Array(this.#moved * 2)
+      old.set(this.#oldOffsets)
+      this.#oldOffsets = old
+      const moved = new Uint32Array(this.#moved * 2)
+      moved.set(this.#newOffsets)
+      this.#newOffsets = moved
+    }
+    this.#oldOffsets[this.#moved] = oldUnits
+    this.#newOffsets[this.#moved] = units
+    this.#moved++
+  }
+
+  /** Where the needle that was at oldUnits now lies, if it was copied. */
+  #where(oldUnits: number): number | undefined {
+    let lo = 0
+    let hi = this.#moved - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1
+      const at = this.#oldOffsets[mid]!
+      if (at === oldUnits) return this.#newOffsets[mid]
+      if (at < oldUnits) lo = mid + 1
+      else hi = mid - 1
+    }
+    return undefined
+  }
+
+  async #flush(): Promise<void> {
+    const dat = this.#datChunks
+    const idx = this.#idxChunks
+    this.#datChunks = []
+    this.#idxChunks = []
+    this.#pending = 0
+    if (dat.length > 0) {
+      await writeFully(this.#dat, dat, this.#datFlushed)
+      this.#datFlushed += dat.reduce((n, b) => n + b.length, 0)
+    }
+    if (idx.length > 0) {
+      const buf = Buffer.concat(idx)
+      await writeFully(this.#idx, [buf], this.#idxFlushed)
+      this.#idxFlushed += buf.length
+    }
+  }
+
+  /** Writes what is buffered and makes both files durable. */
+  async finish(): Promise<void> {
+    await this.#flush()
+    await this.#dat.datasync()
+    await this.#idx.datasync()
+  }
+}
+
+/** Rejects an append whose reference a compaction made stale; never leaves this module. */
+const MOVED = new Error('the needles moved')
 
 function notFound(): NeedleError {
   return new NeedleError('NS_ERR_NOT_FOUND', 'file not found')
