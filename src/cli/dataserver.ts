@@ -1,6 +1,7 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs'
 import { parseBytes } from '../common/units.js'
 import { DATA_SERVER_DEFAULTS, startDataServer, type DataServerInput } from '../dataserver/index.js'
+import { COMPACT_STEPS, type CompactStep } from '../dataserver/volume.js'
 import { stopOnSignals } from './signals.js'
 
 export interface DataServerArgs {
@@ -34,6 +35,7 @@ export interface DataServerArgs {
   compactGarbageThreshold: number
   compactBytesPerSecond: string
   compactCheckIntervalMs: number
+  faultCompact?: string
 }
 
 /** The flags every command that runs a data server shares. */
@@ -50,6 +52,7 @@ export function dataServerFlags<T>(y: Argv<T>) {
     .option('compact-garbage-threshold', { type: 'number', default: DATA_SERVER_DEFAULTS.compactGarbageThreshold, describe: 'a volume with more garbage than this ratio is compacted by itself (0: never)' })
     .option('compact-bytes-per-second', { type: 'string', default: '64MiB', describe: 'bytes a compaction reads per second at most (0: no limit)' })
     .option('compact-check-interval-ms', { type: 'number', default: DATA_SERVER_DEFAULTS.compactCheckIntervalMs, describe: 'how often volumes are checked for compaction' })
+    .option('fault-compact', { type: 'string', hidden: true, choices: COMPACT_STEPS, describe: 'crash tests: kill the process at this step of every compaction' })
     .option('batch-delete-max', { type: 'number', default: DATA_SERVER_DEFAULTS.batchDeleteMax, describe: 'fids in one POST /delete at most' })
     .option('data-center', { type: 'string', default: DATA_SERVER_DEFAULTS.dataCenter })
     .option('rack', { type: 'string', default: DATA_SERVER_DEFAULTS.rack })
@@ -101,6 +104,7 @@ export function dataServerInput(args: Omit<DataServerArgs, 'dir' | 'port'>, dir:
     compactGarbageThreshold: args.compactGarbageThreshold,
     compactBytesPerSecond: parseBytes('compact-bytes-per-second', args.compactBytesPerSecond),
     compactCheckIntervalMs: args.compactCheckIntervalMs,
+    ...(args.faultCompact !== undefined ? { faultCompact: args.faultCompact as CompactStep } : {}),
   }
 }
 

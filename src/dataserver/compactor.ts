@@ -2,8 +2,9 @@
  * Runs compactions on a data server: one volume at a time, whether an operator asked for it or
  * a volume's garbage ratio passed the threshold (checked every compactCheckIntervalMs).
  *
- * `NEEDLESTORE_FAULT_COMPACT=<step>` (one of COMPACT_STEPS) kills the process with SIGKILL at
- * that step of every compaction: the crash tests use it to stop a compaction at each point.
+ * With faultStep (`--fault-compact <step>`, or `NEEDLESTORE_FAULT_COMPACT=<step>`, a hidden
+ * flag for the crash tests), the process kills itself with SIGKILL at that step of every
+ * compaction, as a crash there would stop it.
  */
 import { NeedleError } from '../common/errors.js'
 import type { Store } from './store.js'
@@ -16,12 +17,12 @@ export interface CompactorOptions {
   readonly garbageThreshold: number
   readonly checkIntervalMs: number
   readonly log: (message: string) => void
+  readonly faultStep?: CompactStep
 }
 
-function faultFromEnvironment(): ((step: CompactStep) => void) | undefined {
-  const step = process.env.NEEDLESTORE_FAULT_COMPACT
-  if (step === undefined || step === '') return undefined
-  if (!(COMPACT_STEPS as readonly string[]).includes(step)) throw new TypeError(`NEEDLESTORE_FAULT_COMPACT must be one of ${COMPACT_STEPS.join(', ')}`)
+function crashAt(step: CompactStep | undefined): ((at: CompactStep) => void) | undefined {
+  if (step === undefined) return undefined
+  if (!COMPACT_STEPS.includes(step)) throw new TypeError(`the compaction fault step must be one of ${COMPACT_STEPS.join(', ')}`)
   return (at) => {
     if (at === step) process.kill(process.pid, 'SIGKILL')
   }
@@ -30,7 +31,7 @@ function faultFromEnvironment(): ((step: CompactStep) => void) | undefined {
 export class Compactor {
   readonly #store: Store
   readonly #opts: CompactorOptions
-  readonly #fault = faultFromEnvironment()
+  readonly #fault: ((at: CompactStep) => void) | undefined
   /** The compaction running now; the next waits for it. */
   #running: Promise<unknown> = Promise.resolve()
   #queued = 0
@@ -40,6 +41,7 @@ export class Compactor {
   constructor(store: Store, opts: CompactorOptions) {
     this.#store = store
     this.#opts = opts
+    this.#fault = crashAt(opts.faultStep)
   }
 
   start(): void {

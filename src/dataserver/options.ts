@@ -5,7 +5,7 @@
 import { NeedleError } from '../common/errors.js'
 import { VOLUME_BYTES_MAX, DATA_BYTES_MAX } from '../common/format.js'
 import { fraction, integer, nonEmptyString, oneOf, optionalString } from '../common/validate.js'
-import type { FsyncPolicy, VolumeSettings } from './volume.js'
+import type { CompactStep, FsyncPolicy, VolumeSettings } from './volume.js'
 
 /** The volume settings a server takes as options (documented on VolumeOptions); the read
  *  cache itself is built from readCacheBytes. */
@@ -41,6 +41,8 @@ export interface DataServerOptions extends ServerVolumeSettings {
   readonly compactBytesPerSecond: number
   /** How often volumes are checked for compaction. */
   readonly compactCheckIntervalMs: number
+  /** Crash tests only: the process kills itself at this step of every compaction. */
+  readonly faultCompact?: CompactStep
   readonly dataCenter: string
   readonly rack: string
   /** Largest file accepted, in bytes; a larger upload gets 413 and writes nothing. */
@@ -113,6 +115,7 @@ export function resolveDataServerOptions(input: DataServerInput): DataServerOpti
     compactGarbageThreshold: fraction('compactGarbageThreshold', o.compactGarbageThreshold),
     compactBytesPerSecond: integer('compactBytesPerSecond', o.compactBytesPerSecond, 0, 100 * 1024 * MiB),
     compactCheckIntervalMs: integer('compactCheckIntervalMs', o.compactCheckIntervalMs, 10, 86_400_000),
+    ...(o.faultCompact !== undefined ? { faultCompact: o.faultCompact } : {}),
     dataCenter: nonEmptyString('dataCenter', o.dataCenter),
     rack: nonEmptyString('rack', o.rack),
     fileBytesMax: integer('fileBytesMax', o.fileBytesMax, 1, Math.min(DATA_BYTES_MAX, 1024 * MiB)),

@@ -76,6 +76,7 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
     garbageThreshold: options.compactGarbageThreshold,
     checkIntervalMs: options.compactCheckIntervalMs,
     log: options.log,
+    ...(options.faultCompact !== undefined ? { faultStep: options.faultCompact } : {}),
   })
   const app = Fastify({
     bodyLimit: options.fileBytesMax,

@@ -57,6 +57,8 @@ export interface ProcessOptions {
   readonly startTimeoutMs?: number
   /** Time stop() waits after SIGTERM before it gives up and kills. */
   readonly stopTimeoutMs?: number
+  /** Environment variables for the process, beyond the test's own (NEEDLESTORE_* are not passed on). */
+  readonly env?: Readonly<Record<string, string>>
 }
 
 export interface StartOptions extends ProcessOptions {
@@ -81,8 +83,8 @@ export function repoRoot(): string {
 export const CLI_PATH = join(repoRoot(), 'dist', 'src', 'cli', 'main.js')
 
 /** The environment of a child: ours without NEEDLESTORE_* (yargs .env() would make them flags). */
-function childEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('NEEDLESTORE_')))
+function childEnv(extra: Readonly<Record<string, string>> = {}): NodeJS.ProcessEnv {
+  return { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('NEEDLESTORE_'))), ...extra }
 }
 
 /** The state letter of /proc/<pid>/stat ('T' when stopped); undefined without /proc. */
@@ -109,7 +111,7 @@ export async function startServerProcess(role: ServerRole, args: readonly string
   const listening = new RegExp(`needlestore ${role} listening on (http://\\S+)`)
   const child = spawn(process.execPath, [CLI_PATH, role, ...args], {
     cwd: repoRoot(),
-    env: childEnv(),
+    env: childEnv(opts.env),
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let stdout = ''
