@@ -44,6 +44,9 @@ export interface AssignResult {
   readonly dedupOf?: string
 }
 
+/** How long /vol/vacuum?wait=true waits for a compaction. */
+const COMPACT_WAIT_MS = 3_600_000
+
 const OP_INDEX = Object.fromEntries(MASTER_OPS.map((op, i) => [op, i])) as Record<MasterOp, number>
 
 /** Builds the master without listening. */
@@ -398,9 +401,33 @@ export async function createMaster(input: MasterInput): Promise<Master> {
       if (!Number.isFinite(threshold) || threshold < 0 || threshold > 1) {
         throw new NeedleError('NS_ERR_BAD_REQUEST', 'garbageThreshold must be a number from 0 to 1')
       }
-      // Compaction itself is not built yet: this names the volumes that would be compacted.
-      const candidates = volumeStatuses(topology).filter((v) => v.GarbageRatio > threshold).map((v) => v.Id)
-      return { Version: MASTER_VERSION, Topology: topologyStatus(topology), garbageThreshold: threshold, overThreshold: candidates, compacted: [] }
+      const only = q.volume === undefined ? undefined : parseVolumeId(q.volume)
+      const candidates = volumeStatuses(topology)
+        .filter((v) => (only === undefined ? v.GarbageRatio > threshold : v.Id === only))
+        .map((v) => v.Id)
+      // Every live copy compacts its own files (each data server one volume at a time).
+      const runs = candidates.flatMap((id) =>
+        topology.locations(id).map(async (l) => {
+          try {
+            const answer = await callPeer(agent, `${originOf(l.url)}/admin/volume/compact?volume=${id}`, {
+              method: 'POST',
+              headers: secretHeaders(options.secret),
+              timeoutMs: COMPACT_WAIT_MS,
+            })
+            return { volume: id, url: l.url, status: answer.statusCode, ...(answer.statusCode === 200 ? answerJson<object>(answer, l.url) : answerError(answer)) }
+          } catch (err) {
+            return { volume: id, url: l.url, status: 503, error: (err as Error).message }
+          }
+        }),
+      )
+      const body = { Version: MASTER_VERSION, Topology: topologyStatus(topology), garbageThreshold: threshold, overThreshold: candidates }
+      if (q.wait !== 'true') {
+        void Promise.all(runs).then((results) => {
+          for (const r of results) if (r.status !== 200) options.log(`compaction of volume ${r.volume} on ${r.url} failed: ${JSON.stringify(r)}`)
+        })
+        return { ...body, compacting: candidates }
+      }
+      return { ...body, compacted: await Promise.all(runs) }
     },
   })
   app.get('/metrics', async (_req, reply) => {
