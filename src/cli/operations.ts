@@ -1,17 +1,20 @@
 /**
- * Maintenance commands whose engines are not built yet: `compact`, `rebalance`,
- * `fix-replication`, `verify`. They accept and check their flags now, so scripts can be
- * written against them, and say plainly on stderr that nothing was done (exit 1).
- *
- * `compact` first lists the volumes over the garbage threshold, by the master's own rule for
- * `/vol/vacuum` (a garbage ratio strictly above the threshold), read from `/vol/status`.
+ * Maintenance commands. `compact` compacts the volumes over the garbage threshold (the master's
+ * own rule for `/vol/vacuum`: a garbage ratio strictly above it, read from `/vol/status`), one
+ * volume at a time, with a progress bar. Those whose engines are not built yet (`rebalance`,
+ * `fix-replication`, `verify`) accept and check their flags, so scripts can be written against
+ * them, and say plainly on stderr that nothing was done (exit 1).
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs'
 import { clientFlags, clientOptions, runClientCommand, type ClientArgs } from './client-options.js'
-import { EXIT_FAILURE, UsageError } from './exit-codes.js'
+import type { CompactedCopy } from '../client/index.js'
+import { EXIT_FAILURE, EXIT_OK, UsageError } from './exit-codes.js'
+import { ProgressBar } from './progress.js'
 import { volumeRows } from './status.js'
 
 export const COMPACT_THRESHOLD_DEFAULT = 0.3
+/** A compaction's deadline unless --timeout-ms says otherwise: an hour. */
+const COMPACT_TIMEOUT_MS = 3_600_000
 
 /** The stderr line of a command whose engine is missing. */
 export function notBuilt(command: string, what: string): string {
@@ -38,10 +41,10 @@ export function compactionCandidates(volStatus: unknown, threshold: number, volu
 
 export const compactCommand: CommandModule<object, CompactArgs> = {
   command: 'compact',
-  describe: 'reclaim deleted files\' space (not built yet: lists the volumes over the threshold)',
+  describe: 'reclaim the space of deleted and replaced files: compact the volumes over the garbage threshold (or --volume), on every copy',
   builder: (y) =>
     clientFlags(y)
-      .option('volume', { type: 'number', describe: 'only this volume' })
+      .option('volume', { type: 'number', describe: 'only this volume (whatever its garbage)' })
       .option('threshold', { type: 'number', default: COMPACT_THRESHOLD_DEFAULT, describe: 'garbage ratio above which a volume is compacted (0 to 1)' }) as unknown as Argv<CompactArgs>,
   handler: (args: ArgumentsCamelCase<CompactArgs>) =>
     runClientCommand(args, async ({ client, out }) => {
@@ -49,11 +52,29 @@ export const compactCommand: CommandModule<object, CompactArgs> = {
       if (!Number.isFinite(args.threshold) || args.threshold < 0 || args.threshold > 1) {
         throw new UsageError(`--threshold must be a number from 0 to 1 (got ${String(args.threshold)})`)
       }
-      const candidates = compactionCandidates(await client.volumeStatus(), args.threshold, volume)
-      if (args.json) out.json({ threshold: args.threshold, overThreshold: candidates, compacted: [] })
-      else for (const c of candidates) out.line(`${c.id}\t${(c.garbageRatio * 100).toFixed(2)}% garbage`)
-      out.note(notBuilt('compact', 'compaction'))
-      return EXIT_FAILURE
+      const volumes = volume !== undefined ? [{ id: volume, size: 0 }] : compactionCandidates(await client.volumeStatus(), args.threshold)
+      const bar = new ProgressBar({ stream: out.stderr, filesTotal: volumes.length, bytesTotal: volumes.reduce((n, v) => n + v.size, 0), unit: 'volumes', enabled: out.stderr.isTTY === true && !args.json })
+      bar.start()
+      const copies: CompactedCopy[] = []
+      // One volume at a time, each on all its copies at once; a compaction of a large volume
+      // takes minutes at the data servers' --compact-bytes-per-second.
+      for (const v of volumes) {
+        const report = await client.compact({ volume: v.id, threshold: args.threshold }, { timeoutMs: args.timeoutMs ?? COMPACT_TIMEOUT_MS })
+        const failed = report.copies.some((c) => c.status !== 200) || report.copies.length === 0
+        copies.push(...report.copies)
+        bar.fileDone(v.size, !failed)
+        if (!args.json) {
+          bar.around(() => {
+            for (const c of report.copies) {
+              out.line(c.status === 200 ? `${c.volume}\t${c.url}\t${c.beforeBytes} → ${c.afterBytes} bytes` : `${c.volume}\t${c.url}\tfailed: ${c.error ?? c.status}`)
+            }
+          })
+        }
+      }
+      bar.finish()
+      if (args.json) out.json({ threshold: args.threshold, volumes: volumes.map((v) => v.id), copies })
+      else if (volumes.length === 0) out.note(`no volume has more than ${args.threshold} garbage`)
+      return copies.every((c) => c.status === 200) ? EXIT_OK : EXIT_FAILURE
     }),
 }
 

@@ -32,6 +32,8 @@ export interface ProgressState {
   readonly bytesTotal: number
   readonly failed: number
   readonly elapsedMs: number
+  /** What is counted (default 'files'). */
+  readonly unit?: string
 }
 
 const BAR_WIDTH_MAX = 30
@@ -45,7 +47,7 @@ const BAR_WIDTH_MIN = 10
  */
 export function formatProgress(state: ProgressState, columns = 80): string {
   const fraction = state.filesTotal > 0 ? Math.min(1, state.filesDone / state.filesTotal) : 1
-  const counts = `${state.filesDone}/${state.filesTotal} files`
+  const counts = `${state.filesDone}/${state.filesTotal} ${state.unit ?? 'files'}`
   const bytes = `${formatBytes(state.bytesDone)}/${formatBytes(state.bytesTotal)}`
   const rate = formatRate(state.bytesDone, state.elapsedMs)
   const failed = state.failed > 0 ? `  ${state.failed} failed` : ''
@@ -73,6 +75,8 @@ export interface ProgressBarOptions {
   /** Least time between two redraws (default 100 ms). */
   readonly intervalMs?: number
   readonly now?: () => number
+  /** What is counted (default 'files'). */
+  readonly unit?: string
 }
 
 /** Erases the current terminal line and returns to its start. */
@@ -85,6 +89,7 @@ export class ProgressBar {
   readonly #bytesTotal: number
   readonly #intervalMs: number
   readonly #now: () => number
+  readonly #unit: string | undefined
   readonly #startMs: number
   #filesDone = 0
   #bytesDone = 0
@@ -101,6 +106,7 @@ export class ProgressBar {
     this.#bytesTotal = opts.bytesTotal
     this.#intervalMs = opts.intervalMs ?? 100
     this.#now = opts.now ?? Date.now
+    this.#unit = opts.unit
     this.#startMs = this.#now()
   }
 
@@ -112,6 +118,7 @@ export class ProgressBar {
       bytesTotal: this.#bytesTotal,
       failed: this.#failed,
       elapsedMs: this.#now() - this.#startMs,
+      ...(this.#unit !== undefined ? { unit: this.#unit } : {}),
     }
   }
 

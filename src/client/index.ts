@@ -2,6 +2,8 @@
 export {
   NeedleClient,
   type CallOptions,
+  type CompactedCopy,
+  type CompactReport,
   type ClientStats,
   type DeleteResult,
   type FileInfo,

@@ -4,6 +4,8 @@
  * copy, every acknowledged delete answers 404 on every copy, and the garbage is gone.
  */
 import t from 'tap'
+import { spawn } from 'node:child_process'
+import { CLI_PATH } from '../helpers/dataserver-process.js'
 import { startCluster } from '../helpers/cluster.js'
 import { HttpClient, lookup, randomBody } from '../helpers/cluster-io.js'
 import { seededRandom } from '../helpers/random.js'
@@ -81,4 +83,17 @@ t.test('/vol/vacuum compacts every copy while writes, deletes and reads go on', 
       t.equal(v.compactRevision, 1, `${ds.address} volume ${v.id}: compacted once`)
     }
   }
+
+  // The command line: compact one volume on every copy, as JSON.
+  const volume = compacted.overThreshold[0]!
+  const cli = spawn(process.execPath, [CLI_PATH, 'compact', '--master', cluster.masterUrl, '--volume', String(volume), '--json'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  cli.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+  cli.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const code = await new Promise<number | null>((resolve) => cli.once('exit', resolve))
+  t.equal(code, 0, `needlestore compact --volume ${volume} exits 0 ${stderr}`)
+  const report = JSON.parse(stdout) as { volumes: number[]; copies: { status: number }[] }
+  t.same(report.volumes, [volume])
+  t.ok(report.copies.length === 3 && report.copies.every((c) => c.status === 200), 'every copy compacted again')
 })
