@@ -12,6 +12,7 @@ const all = {
   redirect: ['dist/bench/get-redirect.js'],
   delete: ['dist/bench/delete.js'],
   dedup: ['dist/bench/dedup.js'],
+  compact: ['dist/bench/compact.js'],
   index: ['--expose-gc', 'dist/bench/index-memory.js'],
   load: ['dist/bench/volume-load.js'],
 }

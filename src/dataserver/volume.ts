@@ -33,6 +33,9 @@ import {
   B_DATA_SIZE,
   B_FLAGS,
   B_MD5,
+  H_COOKIE,
+  H_KEY_HI,
+  H_KEY_LO,
   FLAG_HAS_MD5,
   FLAG_LINK,
   FLAG_TOMBSTONE,
@@ -928,7 +931,7 @@ export class Volume {
       if (needle.ref && !needle.tombstone) linkTargets.set(units, needle.ref.offset)
       const index = this.#index
       if (!needle.ref || !index.lookup(needle.keyHi, needle.keyLo) || index.foundOffset !== units) return
-      if (!needle.tombstone || inGrace(needle)) referenced.add(needle.ref.offset)
+      if (!needle.tombstone || inGrace(needle.whole!)) referenced.add(needle.ref.offset)
     })
     for (const offset of [...referenced]) {
       const target = linkTargets.get(offset)
@@ -954,7 +957,7 @@ export class Volume {
         if (isCurrent) {
           // A tombstone past its grace goes, unless an older needle of its key stays (a link
           // shares it): then it must stay too, or that needle would read as live again.
-          keep = !needle.tombstone || inGrace(needle) || keysWithOldNeedles.has(keyName)
+          keep = !needle.tombstone || inGrace(needle.whole!) || keysWithOldNeedles.has(keyName)
         } else {
           // Kept when something refers to it, or may: a key written or deleted since the
           // snapshot keeps its older needles, which a tombstone or a link in the tail may name.
@@ -1039,12 +1042,27 @@ export class Volume {
     }
   }
 
-  /** Calls fn for every whole needle in [from, to) of `.dat`, skipping damaged stretches. */
-  async #scanNeedles(from: number, to: number, throttle: Throttle, fn: (needle: Needle, units: number, raw: Buffer) => unknown): Promise<void> {
+  /**
+   * Calls fn for every needle in [from, to) of `.dat`. A file's needle is stepped over by its
+   * header (its checksum is left to reads and scrubs: a damaged file is carried over as it is,
+   * never dropped); a link or a tombstone is decoded and verified, for its reference. A
+   * stretch that is not a needle is skipped, as recovery does.
+   */
+  async #scanNeedles(from: number, to: number, throttle: Throttle, fn: (needle: ScannedNeedle, units: number, raw: Buffer) => unknown): Promise<void> {
     const reader = new ChunkReader(this.#dat, to)
     let pos = from
     while (pos < to) {
       this.#assertOpen()
+      const head = await reader.bytes(pos, NEEDLE_HEADER_SIZE + BODY_FIXED_SIZE)
+      const bodySize = head?.readUInt32LE(H_BODY_SIZE) ?? 0
+      if (head && bodySize >= BODY_FIXED_SIZE && bodySize <= BODY_SIZE_MAX && pos + needleLength(bodySize) <= to && (head.readUInt8(NEEDLE_HEADER_SIZE + B_FLAGS) & (FLAG_LINK | FLAG_TOMBSTONE)) === 0) {
+        const length = needleLength(bodySize)
+        const file = { keyHi: head.readUInt32LE(H_KEY_HI), keyLo: head.readUInt32LE(H_KEY_LO), cookie: head.readUInt32LE(H_COOKIE), bodySize, length, tombstone: false, ref: undefined }
+        await fn(file, toUnits(pos), (await reader.bytes(pos, length))!)
+        pos += length
+        await throttle.spend(length)
+        continue
+      }
       const needle = await tryNeedleAt(reader, pos, this.#seed)
       if (!needle) {
         const next = await findNextNeedle(reader, pos, this.#seed)
@@ -1053,7 +1071,7 @@ export class Volume {
         continue
       }
       const raw = (await reader.bytes(pos, needle.length))!
-      await fn(needle, toUnits(pos), raw)
+      await fn({ ...needle, whole: needle }, toUnits(pos), raw)
       pos += needle.length
       await throttle.spend(needle.length)
     }
@@ -1363,9 +1381,11 @@ class CompactWriter {
   readonly #dat: FileHandle
   readonly #idx: FileHandle
   readonly #seed: bigint
-  #datChunks: Buffer[] = []
-  #idxChunks: Buffer[] = []
-  #pending = 0
+  /** Needles and entries not written yet: copied into two buffers, written when one is full. */
+  readonly #datBuf = Buffer.allocUnsafeSlow(COMPACT_FLUSH_BYTES)
+  #datUsed = 0
+  readonly #idxBuf = Buffer.allocUnsafeSlow(COMPACT_FLUSH_BYTES / 16)
+  #idxUsed = 0
   #datFlushed = 0
   #idxFlushed = 0
   /** Old offset → new offset of every copied needle, in increasing old offsets. */
@@ -1377,16 +1397,23 @@ class CompactWriter {
     this.#dat = dat
     this.#idx = idx
     this.#seed = seed
-    this.#datChunks.push(superblock)
+    this.#datUsed = superblock.copy(this.#datBuf, 0)
     this.datBytes = superblock.length
   }
 
-  async copy(needle: Needle, oldUnits: number, raw: Buffer): Promise<void> {
+  async copy(scanned: ScannedNeedle, oldUnits: number, raw: Buffer): Promise<void> {
     const units = toUnits(this.datBytes)
     let buf: Buffer
-    if (needle.ref) {
+    if (scanned.ref && scanned.whole) {
+      const needle = scanned.whole
+      if (!needle.ref) throw new TypeError('a scanned reference without its needle')
       // A tombstone past its grace may name a needle that was not kept: offset 0, never read.
-      const ref = { ...needle.ref, offset: this.#where(needle.ref.offset) ?? 0 }
+      // A link always finds its bytes, or the compaction stops: a file is never left broken.
+      const moved = this.#where(needle.ref.offset)
+      if (moved === undefined && !needle.tombstone) {
+        throw new NeedleError('NS_ERR_CORRUPT_VOLUME', `the bytes a link shares (at ${toByteOffset(needle.ref.offset)}) were not found whole; repair the volume before compacting it (nothing was changed)`)
+      }
+      const ref = { ...needle.ref, offset: moved ?? 0 }
       buf = encodeNeedle({
         cookie: needle.cookie,
         keyHi: needle.keyHi,
@@ -1400,18 +1427,23 @@ class CompactWriter {
         ...(needle.md5 !== undefined ? { md5: needle.md5 } : {}),
       }, needle.appendAtMs, this.#seed)
     } else {
-      buf = Buffer.from(raw)
+      buf = raw
     }
-    const size = needle.tombstone ? IDX_TOMBSTONE_SIZE : needle.bodySize
-    this.#datChunks.push(buf)
-    this.#idxChunks.push(encodeIdxEntry({ keyHi: needle.keyHi, keyLo: needle.keyLo, offset: units, size }))
+    const size = scanned.tombstone ? IDX_TOMBSTONE_SIZE : scanned.bodySize
+    if (this.#datUsed + buf.length > this.#datBuf.length || this.#idxUsed + IDX_ENTRY_SIZE > this.#idxBuf.length) await this.#flush()
+    if (buf.length > this.#datBuf.length) {
+      await writeFully(this.#dat, [buf], this.#datFlushed)
+      this.#datFlushed += buf.length
+    } else {
+      this.#datUsed += buf.copy(this.#datBuf, this.#datUsed)
+    }
+    encodeIdxEntry({ keyHi: scanned.keyHi, keyLo: scanned.keyLo, offset: units, size }, this.#idxBuf, this.#idxUsed)
+    this.#idxUsed += IDX_ENTRY_SIZE
     this.#remember(oldUnits, units)
-    this.liveBytes += applyEntry(this.index, needle.keyHi, needle.keyLo, units, size)
+    this.liveBytes += applyEntry(this.index, scanned.keyHi, scanned.keyLo, units, size)
     this.datBytes += buf.length
     this.idxBytes += IDX_ENTRY_SIZE
     this.needles++
-    this.#pending += buf.length
-    if (this.#pending >= COMPACT_FLUSH_BYTES) await this.#flush()
   }
 
   #remember(oldUnits: number, units: number): void {
@@ -1443,19 +1475,15 @@ class CompactWriter {
   }
 
   async #flush(): Promise<void> {
-    const dat = this.#datChunks
-    const idx = this.#idxChunks
-    this.#datChunks = []
-    this.#idxChunks = []
-    this.#pending = 0
-    if (dat.length > 0) {
-      await writeFully(this.#dat, dat, this.#datFlushed)
-      this.#datFlushed += dat.reduce((n, b) => n + b.length, 0)
+    if (this.#datUsed > 0) {
+      await writeFully(this.#dat, [this.#datBuf.subarray(0, this.#datUsed)], this.#datFlushed)
+      this.#datFlushed += this.#datUsed
+      this.#datUsed = 0
     }
-    if (idx.length > 0) {
-      const buf = Buffer.concat(idx)
-      await writeFully(this.#idx, [buf], this.#idxFlushed)
-      this.#idxFlushed += buf.length
+    if (this.#idxUsed > 0) {
+      await writeFully(this.#idx, [this.#idxBuf.subarray(0, this.#idxUsed)], this.#idxFlushed)
+      this.#idxFlushed += this.#idxUsed
+      this.#idxUsed = 0
     }
   }
 
@@ -1465,6 +1493,19 @@ class CompactWriter {
     await this.#dat.datasync()
     await this.#idx.datasync()
   }
+}
+
+/** A needle as a compaction's scan sees it: a file's by its header, a link or tombstone whole. */
+interface ScannedNeedle {
+  readonly keyHi: number
+  readonly keyLo: number
+  readonly cookie: number
+  readonly bodySize: number
+  readonly length: number
+  readonly tombstone: boolean
+  readonly ref: NeedleRef | undefined
+  /** The decoded, verified needle (links and tombstones). */
+  readonly whole?: Needle
 }
 
 /** Rejects an append whose reference a compaction made stale; never leaves this module. */
