@@ -914,7 +914,7 @@ export class Volume {
     const { dir, volumeId } = this.#opts
     const fault = opts.fault ?? (() => {})
     const beforeBytes = this.#datBytes
-    await this.#checkRoom()
+    await this.#checkRoom(opts.roomSlackBytes ?? COMPACT_ROOM_SLACK_BYTES)
     const nowMs = this.#opts.now()
     const inGrace = (tombstone: Needle) => nowMs - tombstone.appendAtMs <= opts.graceMs
     // The snapshot is copied at the asked rate; the tail (what came in meanwhile) at full speed.
@@ -1033,10 +1033,10 @@ export class Volume {
   }
 
   /** Refuses to start without room for a copy of the live bytes (and some slack). */
-  async #checkRoom(): Promise<void> {
+  async #checkRoom(slackBytes: number): Promise<void> {
     const fs = await statfs(this.#opts.dir)
     const free = fs.bavail * fs.bsize
-    const need = this.#liveBytes + SUPERBLOCK_SIZE + COMPACT_ROOM_SLACK_BYTES
+    const need = this.#liveBytes + SUPERBLOCK_SIZE + slackBytes
     if (free < need) {
       throw new NeedleError('NS_ERR_DISK_FULL', `compacting volume ${this.id} needs about ${need} bytes free, and ${free} are: nothing was changed`)
     }
@@ -1268,6 +1268,8 @@ export interface CompactOptions {
   readonly graceMs: number
   /** Bytes read per second at most (0 or undefined: no limit). */
   readonly bytesPerSecond?: number
+  /** Free bytes wanted beyond the live bytes before starting (default 16 MiB). */
+  readonly roomSlackBytes?: number
   /** Called at each step of the commit (tests crash the process there). */
   readonly fault?: (step: CompactStep) => void
 }
