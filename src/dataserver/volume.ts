@@ -964,7 +964,7 @@ export class Volume {
           keep = referenced.has(units) || (known && index.foundOffset >= snapshotUnits)
           if (keep) keysWithOldNeedles.add(keyName)
         }
-        if (keep) await out.copy(needle, units, raw)
+        if (keep) await out.copy(needle, units, await raw())
       })
       fault('copied')
 
@@ -973,7 +973,7 @@ export class Volume {
       let copiedTo = snapshotEnd
       for (let round = 0; round < COMPACT_TAIL_ROUNDS && this.#datBytes - copiedTo > COMPACT_TAIL_HOLD_BYTES; round++) {
         const end = this.#datBytes
-        await this.#scanNeedles(copiedTo, end, unthrottled, (needle, units, raw) => out.copy(needle, units, raw))
+        await this.#scanNeedles(copiedTo, end, unthrottled, async (needle, units, raw) => out.copy(needle, units, await raw()))
         copiedTo = end
       }
 
@@ -981,7 +981,7 @@ export class Volume {
       this.#assertOpen()
       this.#gate = new Promise<void>((resolve) => (release = resolve))
       await this.#writing
-      await this.#scanNeedles(copiedTo, this.#datBytes, unthrottled, (needle, units, raw) => out.copy(needle, units, raw))
+      await this.#scanNeedles(copiedTo, this.#datBytes, unthrottled, async (needle, units, raw) => out.copy(needle, units, await raw()))
       if (out.index.liveCount !== this.#index.liveCount) {
         // A live needle could not be read whole (damage the scan skipped): never drop a file.
         throw new NeedleError('NS_ERR_CORRUPT_VOLUME', `volume ${this.id}: ${this.#index.liveCount - out.index.liveCount} live needles cannot be read whole; repair the volume before compacting it (nothing was changed)`)
@@ -1048,7 +1048,7 @@ export class Volume {
    * never dropped); a link or a tombstone is decoded and verified, for its reference. A
    * stretch that is not a needle is skipped, as recovery does.
    */
-  async #scanNeedles(from: number, to: number, throttle: Throttle, fn: (needle: ScannedNeedle, units: number, raw: Buffer) => unknown): Promise<void> {
+  async #scanNeedles(from: number, to: number, throttle: Throttle, fn: (needle: ScannedNeedle, units: number, raw: () => Promise<Buffer>) => unknown): Promise<void> {
     const reader = new ChunkReader(this.#dat, to)
     let pos = from
     while (pos < to) {
@@ -1058,9 +1058,13 @@ export class Volume {
       if (head && bodySize >= BODY_FIXED_SIZE && bodySize <= BODY_SIZE_MAX && pos + needleLength(bodySize) <= to && (head.readUInt8(NEEDLE_HEADER_SIZE + B_FLAGS) & (FLAG_LINK | FLAG_TOMBSTONE)) === 0) {
         const length = needleLength(bodySize)
         const file = { keyHi: head.readUInt32LE(H_KEY_HI), keyLo: head.readUInt32LE(H_KEY_LO), cookie: head.readUInt32LE(H_COOKIE), bodySize, length, tombstone: false, ref: undefined }
-        await fn(file, toUnits(pos), (await reader.bytes(pos, length))!)
+        // A file's bytes are read only when fn asks for them (when it is kept), and count then.
+        const at = pos
+        await fn(file, toUnits(at), async () => {
+          await throttle.spend(length)
+          return (await reader.bytes(at, length))!
+        })
         pos += length
-        await throttle.spend(length)
         continue
       }
       const needle = await tryNeedleAt(reader, pos, this.#seed)
@@ -1071,7 +1075,7 @@ export class Volume {
         continue
       }
       const raw = (await reader.bytes(pos, needle.length))!
-      await fn({ ...needle, whole: needle }, toUnits(pos), raw)
+      await fn({ ...needle, whole: needle }, toUnits(pos), async () => raw)
       pos += needle.length
       await throttle.spend(needle.length)
     }
