@@ -42,8 +42,13 @@ import {
   H_BODY_SIZE,
   IDX_ENTRY_SIZE,
   IDX_DAMAGED_SIZE,
+  IDX_OFFSET,
+  IDX_SIZE,
   IDX_TOMBSTONE_SIZE,
   MD5_SIZE,
+  MIME_BYTES_MAX,
+  NAME_BYTES_MAX,
+  REF_SIZE,
   NEEDLE_HEADER_SIZE,
   SUPERBLOCK_SIZE,
   TOMBSTONE_BODY_SIZE,
@@ -921,17 +926,22 @@ export class Volume {
     const throttle = new Throttle(opts.bytesPerSecond ?? 0)
     const unthrottled = new Throttle(0)
     const snapshotEnd = this.#datBytes
+    const snapshotIdxBytes = this.#idxBytes
     const snapshotUnits = toUnits(snapshotEnd)
 
     // Pass 1: what must be kept besides the current needles: what live links share, and what
     // tombstones in their grace period deleted (and, for a deleted link, what it shared).
+    // Links and tombstones are small: `.idx` (which lists every needle of `.dat` up to the
+    // snapshot, in order) says which needles could be one, and only those are read.
     const referenced = new Set<number>()
     const linkTargets = new Map<number, number>()
-    await this.#scanNeedles(SUPERBLOCK_SIZE, snapshotEnd, throttle, (needle, units) => {
-      if (needle.ref && !needle.tombstone) linkTargets.set(units, needle.ref.offset)
+    await this.#smallNeedles(snapshotIdxBytes, async (units, bodySize) => {
+      const needle = await this.#needleAt(units, needleLength(bodySize), -1, -1).catch(() => undefined)
+      if (!needle?.ref) return
+      if (!needle.tombstone) linkTargets.set(units, needle.ref.offset)
       const index = this.#index
-      if (!needle.ref || !index.lookup(needle.keyHi, needle.keyLo) || index.foundOffset !== units) return
-      if (!needle.tombstone || inGrace(needle.whole!)) referenced.add(needle.ref.offset)
+      if (!index.lookup(needle.keyHi, needle.keyLo) || index.foundOffset !== units) return
+      if (!needle.tombstone || inGrace(needle)) referenced.add(needle.ref.offset)
     })
     for (const offset of [...referenced]) {
       const target = linkTargets.get(offset)
@@ -1029,6 +1039,25 @@ export class Volume {
       this.#gate = undefined
       release?.()
       throw diskError(err, `compact volume ${this.id}`)
+    }
+  }
+
+  /**
+   * Calls fn for every needle of the first idxBytes of `.idx` small enough to be a link or a
+   * tombstone (a tombstone's entry has IDX_TOMBSTONE_SIZE), with its offset and body size.
+   */
+  async #smallNeedles(idxBytes: number, fn: (units: number, bodySize: number) => Promise<void>): Promise<void> {
+    const entries = Math.floor(idxBytes / IDX_ENTRY_SIZE)
+    const chunk = Buffer.alloc(Math.min(entries, IDX_LOAD_ENTRIES) * IDX_ENTRY_SIZE)
+    for (let first = 0; first < entries; first += IDX_LOAD_ENTRIES) {
+      this.#assertOpen()
+      const count = Math.min(IDX_LOAD_ENTRIES, entries - first)
+      await readFully(this.#idx, chunk, count * IDX_ENTRY_SIZE, first * IDX_ENTRY_SIZE)
+      for (let i = 0; i < count; i++) {
+        const size = chunk.readUInt32LE(i * IDX_ENTRY_SIZE + IDX_SIZE)
+        if (size === IDX_DAMAGED_SIZE || (size !== IDX_TOMBSTONE_SIZE && size > LINK_BODY_SIZE_MAX)) continue
+        await fn(chunk.readUInt32LE(i * IDX_ENTRY_SIZE + IDX_OFFSET), size === IDX_TOMBSTONE_SIZE ? TOMBSTONE_BODY_SIZE : size)
+      }
     }
   }
 
@@ -1289,6 +1318,9 @@ export interface CompactResult {
   readonly revision: number
   readonly ms: number
 }
+
+/** The largest body a link can have: its reference, a name and a type. */
+const LINK_BODY_SIZE_MAX = BODY_FIXED_SIZE + NAME_BYTES_MAX + MIME_BYTES_MAX + REF_SIZE
 
 /** Appends are held once the tail left to copy is this small, or after this many rounds. */
 const COMPACT_TAIL_HOLD_BYTES = 1024 * 1024
