@@ -73,3 +73,29 @@ t.test('a crash at every step of a compaction loses nothing and brings nothing b
     await again.stop()
   }
 })
+
+t.test('a data server compacts a volume by itself once its garbage passes the threshold', async (t) => {
+  const http = new HttpClient(t)
+  const dir = await tempDir(t)
+  const server = await startDataServerProcess(join(dir, 'volumes'), { args: ['--undelete-grace-seconds', '0', '--compact-garbage-threshold', '0.4', '--compact-check-interval-ms', '100'] })
+  t.teardown(() => server.stop())
+  await createVolume(server.url, 1)
+  const random = seededRandom(99)
+  const fids = Array.from({ length: 60 }, (_, k) => `1,${(k + 1).toString(16)}0000abcd`)
+  const bodies = new Map<string, Buffer>()
+  for (const fid of fids) {
+    const body = randomBody(random, 5000)
+    t.equal((await http.call('POST', `${server.url}/${fid}`, { body })).status, 201)
+    bodies.set(fid, body)
+  }
+  const revision = async () => (await http.call('GET', `${server.url}/status`)).json<{ volumes: { compactRevision: number; garbageRatio: number }[] }>().volumes[0]!
+  for (const fid of fids.slice(0, 20)) await http.call('DELETE', `${server.url}/${fid}`)
+  t.equal((await revision()).compactRevision, 0, 'a third deleted is under the threshold: not compacted')
+  for (const fid of fids.slice(20, 40)) await http.call('DELETE', `${server.url}/${fid}`)
+  const deadline = Date.now() + 20_000
+  let v = await revision()
+  while (v.compactRevision === 0 && Date.now() < deadline) v = await revision()
+  t.equal(v.compactRevision, 1, 'two thirds deleted: compacted by itself')
+  t.ok(v.garbageRatio < 0.1, `garbage ratio now ${v.garbageRatio}`)
+  for (const fid of fids.slice(40)) t.ok((await http.call('GET', `${server.url}/${fid}`)).body.equals(bodies.get(fid)!), `${fid} reads`)
+})
