@@ -1,6 +1,6 @@
 /**
  * Maintenance commands whose engines are not built yet: `compact`, `rebalance`,
- * `fix-replication`, `verify`. They accept and check their flags now, so scripts can be
+ * `fix-replication` (`verify` is built: ./verify.ts). They accept and check their flags now, so scripts can be
  * written against them, and say plainly on stderr that nothing was done (exit 1).
  *
  * `compact` first lists the volumes over the garbage threshold, by the master's own rule for
@@ -90,12 +90,4 @@ export const fixReplicationCommand = notBuiltCommand<ClientArgs>(
   'copy volumes that have fewer live copies than their placement asks for',
   'replica repair',
   (y) => y,
-)
-
-export const verifyCommand = notBuiltCommand<ClientArgs & { volume?: number }>(
-  'verify',
-  'check every needle\'s checksum on every copy',
-  'verification',
-  (y) => y.option('volume', { type: 'number', describe: 'only this volume' }) as unknown as Argv<ClientArgs & { volume?: number }>,
-  (args) => void volumeId(args.volume),
 )
