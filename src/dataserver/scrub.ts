@@ -15,7 +15,7 @@
 import { createHash } from 'node:crypto'
 import { Counter, type Registry } from 'prom-client'
 import { secretHeaders } from '../common/auth.js'
-import { NeedleError } from '../common/errors.js'
+import { NeedleError, isNeedleError } from '../common/errors.js'
 import { answerError, callPeer, originOf } from '../common/peer.js'
 import { copyCountOfByte } from '../common/placement.js'
 import type { ClusterLink } from './cluster.js'
@@ -234,7 +234,7 @@ export class Scrubber {
   async #pass(): Promise<void> {
     for (const { id } of this.#opts.store.list()) {
       let after: { keyHi: number; keyLo: number } | undefined
-      for (;;) {
+      pages: for (;;) {
         const volume = this.#opts.store.get(id)
         if (this.#closed || !volume) return
         let keys
@@ -250,6 +250,8 @@ export class Scrubber {
           try {
             found = await volume.inspect(k.keyHi, k.keyLo)
           } catch (err) {
+            // A volume closed meanwhile (removed, or replaced by compaction) is taken up again next pass.
+            if (isNeedleError(err) && err.code === 'NS_ERR_VOLUME_CLOSED') break pages
             this.#opts.log(`scrub: volume ${id} key ${keyHex(k.keyHi, k.keyLo)}: ${(err as Error).message}`)
             continue
           }
