@@ -238,10 +238,11 @@ t.test('verify reports a flipped byte, a missing needle and an extra file on exa
   }
 })
 
-t.test('the background scrubber finds a flipped byte by itself and repairs it', async (t) => {
-  const cluster = await startCluster(t, { dataServers: 3, dataServerArgs: () => ['--scrub-bytes-per-second', '64MiB', '--scrub-interval-hours', '0.0003'] })
+t.test('the background scrubber finds a flipped byte by itself and repairs it, on a secured cluster', async (t) => {
+  const secret = 'scrub-s3cret'
+  const cluster = await startCluster(t, { dataServers: 3, secret, dataServerArgs: () => ['--scrub-bytes-per-second', '64MiB', '--scrub-interval-hours', '0.0003'] })
   const http = new HttpClient(t)
-  const client = new NeedleClient({ master: cluster.masterUrl })
+  const client = new NeedleClient({ master: cluster.masterUrl, secret })
   t.teardown(() => client.close())
   const stored = await uploadFiles(client, 20, 0x5c2c)
   const victim = stored[7]!
@@ -263,6 +264,12 @@ t.test('the background scrubber finds a flipped byte by itself and repairs it', 
   const metrics = (await http.call('GET', `http://${bad.address}/metrics`)).text()
   t.match(metrics, /needlestore_scrub_damaged_total [1-9]/, 'the damage is counted')
   t.match(metrics, /needlestore_scrub_repaired_total [1-9]/, 'and so is the repair')
-  const after = await verify(t, cluster)
-  t.equal(after.run.code, 0, 'verify finds every copy whole')
+  const after = await verify(t, cluster, '--secret', secret)
+  t.equal(after.run.code, 0, `verify with the secret finds every copy whole (${after.run.stderr})`)
+  t.equal(after.json.volumes.reduce((n, v) => n + (v.report?.checked ?? 0), 0), 20, 'every file was checked')
+  const refused = await cli(['verify', '--master', cluster.masterUrl])
+  t.equal(refused.code, 1, 'without the secret verify fails')
+  t.match(refused.stderr, /^needlestore: volume \d+: .*secret/m, 'and says the secret is needed')
+  const scan = await http.call('GET', `http://${bad.address}/admin/volume/scan?volume=${volumeOf(victim.fid)}`)
+  t.equal(scan.status, 401, 'the scan route needs the secret')
 })
