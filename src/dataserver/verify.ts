@@ -116,6 +116,11 @@ export async function verifyVolume(server: DataServer, o: VerifyOptions): Promis
   const self = selfAddress(server)
   const peers = server.cluster.peersOf(o.volumeId).filter((p) => p !== self)
   const copies = [self, ...peers]
+  const copiesExpected = copyCountOfByte(volume.placement)
+  if (copies.length < copiesExpected) {
+    // Comparing fewer copies than there are would call keys extra or missing by a wrong count.
+    throw new NeedleError('NS_ERR_VOLUME_UNAVAILABLE', `volume ${o.volumeId} has ${copiesExpected} copies and this server knows ${copies.length} of them; ask another copy, or wait for the master to name them`)
+  }
   const secret = server.options.secret
   const cursors = copies.map((copy, i) =>
     new Cursor(async (after) => {
@@ -173,7 +178,7 @@ export async function verifyVolume(server: DataServer, o: VerifyOptions): Promis
   return {
     volume: o.volumeId,
     copies,
-    copiesExpected: copyCountOfByte(volume.placement),
+    copiesExpected,
     checked,
     repair: o.repair,
     counts,
