@@ -952,8 +952,8 @@ export class Volume {
 
   /**
    * Up to `limit` keys of the index above `after` (from the first key when undefined), in
-   * increasing key order, live and deleted. The walk starts at the first key and stops once the
-   * page is full, so a page costs a walk up to its last key, and no more memory than the page.
+   * increasing key order, live and deleted. The walk skips the index's segments below `after`
+   * and stops once the page is full, so a page costs about its own keys, and no more memory.
    */
   keysAfter(after: { readonly keyHi: number; readonly keyLo: number } | undefined, limit: number): IndexedKey[] {
     this.#assertOpen()
@@ -965,7 +965,7 @@ export class Volume {
         if (after && (keyHi < after.keyHi || (keyHi === after.keyHi && keyLo <= after.keyLo))) return
         page.push({ keyHi, keyLo, deleted })
         if (page.length >= limit) throw full
-      })
+      }, after)
     } catch (err) {
       if (err !== full) throw err
     }

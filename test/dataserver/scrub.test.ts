@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto'
 import { Volume, datPath, idxPath } from '../../src/dataserver/volume.js'
 import { decodeOps } from '../../src/dataserver/replica-batch.js'
 import { fileRecord, scanPage } from '../../src/dataserver/scrub.js'
+import { NeedleIndex, SEGMENT_ENTRIES, STAGING_ENTRIES_MAX } from '../../src/dataserver/needle-index.js'
 import { bytesFrom, codeOf, tempDir, volumeOptions } from '../helpers/volume.js'
 
 const md5 = (b: Buffer) => createHash('md5').update(b).digest()
@@ -41,6 +42,40 @@ t.test('keysAfter pages through the index in key order, live and deleted', async
   t.same(v.keysAfter({ keyHi: 0, keyLo: 7 }, 10).map((k) => k.keyLo), [9])
   t.same(v.keysAfter({ keyHi: 0, keyLo: 9 }, 10), [])
   t.same(v.keysAfter(undefined, 10).filter((k) => k.deleted).map((k) => k.keyLo), [3])
+})
+
+t.test('the index walk from a key skips whole segments below it and misses nothing above it', async (t) => {
+  const index = new NeedleIndex()
+  const all: string[] = []
+  // Enough keys for several frozen segments, with gaps that need 32-bit deltas, then low keys
+  // that land in the overflow table, and some deletes.
+  const keys: Array<[number, number]> = []
+  let lo = 1000
+  for (let i = 0; i < 6 * SEGMENT_ENTRIES; i++) {
+    if (i === 3 * SEGMENT_ENTRIES) lo = 1000
+    lo += i % 7 === 0 ? 70_000 : 3
+    keys.push([i < 3 * SEGMENT_ENTRIES ? 0 : 1, lo])
+  }
+  for (const [i, [hi, lo]] of keys.entries()) index.set(hi, lo, 1 + i, 100)
+  for (let i = 0; i < 50; i++) index.set(0, 1 + i * 2, 1 + i, 100)
+  for (let i = 0; i < 200; i += 3) index.markDeleted(keys[i]![0], keys[i]![1])
+  index.forEach((hi, lo, _o, _s, deleted) => all.push(`${hi}:${lo}:${deleted}`))
+  const above = (after: { keyHi: number; keyLo: number }) => (e: string) => {
+    const [hi, lo] = e.split(':').map(Number) as [number, number]
+    return hi > after.keyHi || (hi === after.keyHi && lo > after.keyLo)
+  }
+  for (const after of [{ keyHi: 0, keyLo: 0 }, { keyHi: 0, keyLo: 50 }, { keyHi: 0, keyLo: keys[5000]![1] }, { keyHi: 1, keyLo: 0 }, { keyHi: 1, keyLo: keys[20_000]![1] }, { keyHi: 2, keyLo: 0 }]) {
+    const walked: string[] = []
+    let visited = 0
+    index.forEach((hi, lo, _o, _s, deleted) => {
+      visited++
+      walked.push(`${hi}:${lo}:${deleted}`)
+    }, after)
+    t.same(walked.filter(above(after)), all.filter(above(after)), `after ${after.keyHi}:${after.keyLo}: every key above it, in order`)
+    // At most one segment and the staging tail below `after` are walked, besides the overflow table.
+    const bound = all.filter(above(after)).length + SEGMENT_ENTRIES + STAGING_ENTRIES_MAX + 50
+    t.ok(visited <= bound, `after ${after.keyHi}:${after.keyLo}: ${visited} of ${all.length} entries visited (at most ${bound})`)
+  }
 })
 
 t.test('inspect finds damage in the data, in the cookie and behind a link; restore repairs it', async (t) => {
