@@ -176,6 +176,8 @@ interface PendingAppend {
   readonly keyLo: number
   /** Body size for the index, or IDX_TOMBSTONE_SIZE. */
   readonly size: number
+  /** A repair's copy of a file: it may use the room tombstones may (see appendLimit). */
+  readonly repair?: boolean
   readonly resolve: () => void
   readonly reject: (err: unknown) => void
 }
@@ -687,13 +689,13 @@ export class Volume {
     }
   }
 
-  #append(buf: Buffer, keyHi: number, keyLo: number, size: number): Promise<void> {
+  #append(buf: Buffer, keyHi: number, keyLo: number, size: number, repair = false): Promise<void> {
     if (this.#state !== 'open') return Promise.reject(closed(this.id))
     if (this.#queue.length >= this.#opts.writeQueueMax) {
       return Promise.reject(new NeedleError('NS_ERR_OVERLOADED', `volume ${this.id}: ${this.#queue.length} writes queued`))
     }
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ buf, keyHi, keyLo, size, resolve, reject })
+      this.#queue.push({ buf, keyHi, keyLo, size, ...(repair ? { repair } : {}), resolve, reject })
       this.#draining ??= this.#drain().finally(() => {
         this.#draining = undefined
       })
@@ -717,9 +719,9 @@ export class Volume {
       const next = this.#queue[0]!
       if (batch.length > 0 && (bytes + next.buf.length > this.#opts.writeBatchBytesMax || batch.length >= this.#opts.writeBatchMax)) break
       const end = this.#datBytes + bytes + next.buf.length
-      if (this.#readOnly || end > appendLimit(this.#opts.volumeBytesMax, next.size)) {
+      if (this.#readOnly || end > appendLimit(this.#opts.volumeBytesMax, next.repair ? IDX_TOMBSTONE_SIZE : next.size)) {
         // No room for this append: it fails. A file that does not fit marks the volume full.
-        if (next.size !== IDX_TOMBSTONE_SIZE) this.#fileDidNotFit = true
+        if (next.size !== IDX_TOMBSTONE_SIZE && !next.repair) this.#fileDidNotFit = true
         this.#queue.shift()
         next.reject(readOnly(this.id))
         continue
@@ -1028,19 +1030,20 @@ export class Volume {
   /**
    * Stores a good copy of a file over whatever the volume holds for its key, as a repair does:
    * like write(), except that a damaged needle (whose cookie cannot be trusted) is replaced
-   * whatever cookie its header shows. A live or deleted file with another cookie is still
-   * NS_ERR_COOKIE_MISMATCH.
+   * whatever cookie its header shows, and a full volume takes it (a repair replaces a file it
+   * already counts, as a tombstone does). A live or deleted file with another cookie is still
+   * NS_ERR_COOKIE_MISMATCH; an operator's read-only stop refuses it.
    */
   async restore(input: WriteInput): Promise<{ size: number }> {
     this.#assertOpen()
-    if (this.readOnly) throw readOnly(this.id)
+    if (this.#readOnly) throw readOnly(this.id)
     return this.#underKeyLock(input.keyHi, input.keyLo, async () => {
       const existing = await this.inspect(input.keyHi, input.keyLo)
       if (existing && existing.state !== 'damaged' && existing.cookie !== input.cookie) {
         throw new NeedleError('NS_ERR_COOKIE_MISMATCH', 'the file id exists with another cookie')
       }
       const buf = encodeNeedle(input satisfies NeedleInput, this.#opts.now(), this.#seed)
-      await this.#append(buf, input.keyHi, input.keyLo, buf.readUInt32LE(H_BODY_SIZE))
+      await this.#append(buf, input.keyHi, input.keyLo, buf.readUInt32LE(H_BODY_SIZE), true)
       return { size: input.data.length }
     })
   }

@@ -131,3 +131,27 @@ t.test('inspect finds damage in the data, in the cookie and behind a link; resto
   t.equal(await codeOf(fileRecord(v, 0, 5)), 'NS_ERR_CORRUPT_NEEDLE')
   t.equal(await codeOf(fileRecord(v, 0, 4)), 'NS_ERR_NOT_FOUND')
 })
+
+t.test('restore repairs a damaged needle in a full volume, but not in one an operator stopped', async (t) => {
+  const dir = await tempDir(t)
+  const opts = volumeOptions(dir, { volumeBytesMax: 64 * 1024 })
+  let v = await Volume.create(opts)
+  const files: Buffer[] = []
+  for (let k = 1; ; k++) {
+    const data = bytesFrom(8000, k)
+    if ((await codeOf(v.write({ cookie: 9, keyHi: 0, keyLo: k, data }))) !== 'resolved') break
+    files.push(data)
+  }
+  t.ok(v.full && files.length >= 3, `the volume is full after ${files.length} files`)
+  await v.close()
+  await flip(dir, (await offsetOf(dir, 1)) + 48 + 4000)
+  v = await Volume.open(opts)
+  t.teardown(() => v.close())
+  t.match(await v.inspect(0, 1), { state: 'damaged' })
+  t.equal(await codeOf(v.write({ cookie: 9, keyHi: 0, keyLo: 1, data: files[0]! })), 'NS_ERR_VOLUME_READ_ONLY', 'a plain write finds no room')
+  await v.restore({ cookie: 9, keyHi: 0, keyLo: 1, data: files[0]! })
+  t.ok((await v.read(0, 1, 9)).data.equals(files[0]!), 'a repair does')
+  t.ok(v.full, 'and the volume stays full for writes')
+  v.setReadOnly(true)
+  t.equal(await codeOf(v.restore({ cookie: 9, keyHi: 0, keyLo: 2, data: files[1]! })), 'NS_ERR_VOLUME_READ_ONLY', 'an operator\'s stop refuses repairs too')
+})
