@@ -1,7 +1,8 @@
 /**
- * Maintenance commands whose engines are not built yet: `compact`, `rebalance`,
- * `fix-replication` (`verify` is built: ./verify.ts). They accept and check their flags now, so scripts can be
- * written against them, and say plainly on stderr that nothing was done (exit 1).
+ * Maintenance commands whose engines are not built yet: `compact`, `rebalance` and
+ * `fix-replication` (`verify` is built, in ./verify.ts). They accept and check their flags now,
+ * so scripts can be written against them, and say plainly on stderr that nothing was done
+ * (exit 1).
  *
  * `compact` first lists the volumes over the garbage threshold, by the master's own rule for
  * `/vol/vacuum` (a garbage ratio strictly above the threshold), read from `/vol/status`.
