@@ -36,6 +36,8 @@ export interface DataServerArgs {
   compactBytesPerSecond: string
   compactCheckIntervalMs: number
   faultCompact?: string
+  scrubBytesPerSecond: string
+  scrubIntervalHours: number
 }
 
 /** The flags every command that runs a data server shares. */
@@ -69,6 +71,8 @@ export function dataServerFlags<T>(y: Argv<T>) {
     .option('write-batch-bytes-max', { type: 'string', default: '16MiB', describe: 'bytes covered by one fsync at most' })
     .option('read-cache-bytes', { type: 'string', default: '64MiB', describe: 'recently read needles kept in memory, checksum-verified on every hit (0: none)' })
     .option('sync-read-bytes-max', { type: 'string', default: '256KiB', describe: 'needles up to this size are read synchronously from the page cache (0: never)' })
+    .option('scrub-bytes-per-second', { type: 'string', default: '8MiB', describe: 'bytes per second the background scrubber re-reads and checks (0: off)' })
+    .option('scrub-interval-hours', { type: 'number', default: DATA_SERVER_DEFAULTS.scrubIntervalHours, describe: 'hours between the end of one scrub pass over every volume and the next' })
     .option('write-batch-max', { type: 'number', default: DATA_SERVER_DEFAULTS.writeBatchMax, describe: 'writes covered by one fsync at most (1: an fsync per write)' })
 }
 
@@ -105,6 +109,8 @@ export function dataServerInput(args: Omit<DataServerArgs, 'dir' | 'port'>, dir:
     compactBytesPerSecond: parseBytes('compact-bytes-per-second', args.compactBytesPerSecond),
     compactCheckIntervalMs: args.compactCheckIntervalMs,
     ...(args.faultCompact !== undefined ? { faultCompact: args.faultCompact as CompactStep } : {}),
+    scrubBytesPerSecond: parseBytes('scrub-bytes-per-second', args.scrubBytesPerSecond),
+    scrubIntervalHours: args.scrubIntervalHours,
   }
 }
 

@@ -8,9 +8,10 @@ import { hideBin } from 'yargs/helpers'
 import { deleteCommand, undeleteCommand } from './delete.js'
 import { downloadCommand } from './download.js'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, describeFailure, tidyUsageMessage } from './exit-codes.js'
-import { compactCommand, fixReplicationCommand, rebalanceCommand, verifyCommand } from './operations.js'
+import { compactCommand, fixReplicationCommand, rebalanceCommand } from './operations.js'
 import { statusCommand } from './status.js'
 import { uploadCommand } from './upload.js'
+import { verifyCommand } from './verify.js'
 
 export { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit-codes.js'
 

@@ -1,9 +1,9 @@
 /**
  * Maintenance commands. `compact` compacts the volumes over the garbage threshold (the master's
  * own rule for `/vol/vacuum`: a garbage ratio strictly above it, read from `/vol/status`), one
- * volume at a time, with a progress bar. Those whose engines are not built yet (`rebalance`,
- * `fix-replication`, `verify`) accept and check their flags, so scripts can be written against
- * them, and say plainly on stderr that nothing was done (exit 1).
+ * volume at a time, with a progress bar (`verify` is in ./verify.ts). Those whose engines are
+ * not built yet (`rebalance`, `fix-replication`) accept and check their flags, so scripts can
+ * be written against them, and say plainly on stderr that nothing was done (exit 1).
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs'
 import { clientFlags, clientOptions, runClientCommand, type ClientArgs } from './client-options.js'
@@ -111,12 +111,4 @@ export const fixReplicationCommand = notBuiltCommand<ClientArgs>(
   'copy volumes that have fewer live copies than their placement asks for',
   'replica repair',
   (y) => y,
-)
-
-export const verifyCommand = notBuiltCommand<ClientArgs & { volume?: number }>(
-  'verify',
-  'check every needle\'s checksum on every copy',
-  'verification',
-  (y) => y.option('volume', { type: 'number', describe: 'only this volume' }) as unknown as Argv<ClientArgs & { volume?: number }>,
-  (args) => void volumeId(args.volume),
 )

@@ -232,6 +232,47 @@ function fileNameOf(disposition: string | undefined): string | undefined {
   return plain ? plain[1]!.replace(/\\(.)/g, '$1') : undefined
 }
 
+export interface VerifyVolumeOptions {
+  /** Repair what differs (default: only report). */
+  readonly repair?: boolean
+  /** Disagreements younger than this may be writes still on their way: reported, not repaired (the server's default: 60 s). */
+  readonly settleMs?: number
+}
+
+/** One copy's problem with one file, in a verify report. */
+export interface VerifyReportItem {
+  readonly fid: string
+  /** The copy (`host:port`) with the problem. */
+  readonly copy: string
+  readonly problem: 'damaged' | 'missing' | 'mismatch' | 'extra' | 'deleted' | 'lost'
+  readonly why: string
+  /** What the repair did, or why it failed. */
+  readonly repair?: string
+}
+
+/** What a data server answers to a verify of a volume (see the README). */
+export interface VolumeVerifyReport {
+  readonly volume: number
+  readonly copies: string[]
+  readonly copiesExpected: number
+  readonly checked: number
+  readonly repair: boolean
+  readonly counts: Record<VerifyReportItem['problem'], number>
+  readonly damaged: VerifyReportItem[]
+  readonly missing: VerifyReportItem[]
+  readonly mismatch: VerifyReportItem[]
+  readonly extra: VerifyReportItem[]
+  readonly deleted: VerifyReportItem[]
+  readonly lost: VerifyReportItem[]
+  readonly repaired: number
+  readonly unrepaired: number
+  readonly failed: VerifyReportItem[]
+  readonly ok: boolean
+}
+
+/** A verify report lists up to 1 000 items per problem: it may be a few MiB. */
+const VERIFY_ANSWER_BYTES_MAX = 16 * 1024 * 1024
+
 export class NeedleClient {
   readonly options: ResolvedClientOptions
   readonly #dispatcher: Dispatcher
@@ -760,6 +801,33 @@ export class NeedleClient {
       const body = parseJson<{ size?: unknown; undeleted?: unknown }>(ctx, answer)
       if (typeof body.undeleted !== 'boolean') throw new NeedleClientError('NS_ERR_BAD_GATEWAY', `${ctx.what}: ${url} answered 200 without "undeleted"`, { url, fid, statusCode: 200 })
       return { size: typeof body.size === 'number' ? body.size : 0, undeleted: body.undeleted }
+    })
+  }
+
+  /**
+   * Compares every copy of a volume, needle by needle, at one of its data servers, and with
+   * `repair` fixes the copies that differ from the good one (an admin route: needs the secret on
+   * a secured cluster). A large volume takes long: give the call a timeoutMs to match.
+   */
+  async verifyVolume(volumeId: number, opts: VerifyVolumeOptions = {}, call?: CallOptions): Promise<VolumeVerifyReport> {
+    const what = `verify volume ${volumeId}`
+    this.#checkOpen(what)
+    if (!Number.isInteger(volumeId) || volumeId < 1 || volumeId > VOLUME_ID_MAX) {
+      throw new NeedleClientError('NS_ERR_BAD_OPTION', `${what}: the volume id must be an integer from 1 to ${VOLUME_ID_MAX}`)
+    }
+    const ctx = this.#context(what, call)
+    const { secret } = this.options
+    const headers: Record<string, string> = secret === undefined ? {} : { authorization: `Bearer ${secret}` }
+    const query = `volume=${volumeId}&repair=${opts.repair === true}${opts.settleMs === undefined ? '' : `&settleMs=${opts.settleMs}`}`
+    return this.#onCopies(ctx, this.#locator(ctx, volumeId), async (loc) => {
+      const url = `${originOf(loc.publicUrl)}/admin/volume/verify?${query}`
+      const answer = await this.#send(ctx, { method: 'POST', url, headers }, VERIFY_ANSWER_BYTES_MAX)
+      if (answer.statusCode !== 200) throw this.#answerError(ctx, 'POST', answer)
+      const body = parseJson<VolumeVerifyReport>(ctx, answer)
+      if (typeof body !== 'object' || body === null || typeof body.ok !== 'boolean') {
+        throw new NeedleClientError('NS_ERR_BAD_GATEWAY', `${ctx.what}: ${url} answered 200 without a report`, { url, statusCode: 200 })
+      }
+      return body
     })
   }
 

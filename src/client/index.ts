@@ -13,6 +13,9 @@ export {
   type UploadManyOptions,
   type UploadOptions,
   type UploadResult,
+  type VerifyReportItem,
+  type VerifyVolumeOptions,
+  type VolumeVerifyReport,
 } from './client.js'
 export { NeedleClientError, isNeedleClientError, type ErrorCode, type NeedleClientErrorDetails } from './errors.js'
 export { CLIENT_DEFAULTS, resolveClientOptions, type NeedleClientOptions, type ResolvedClientOptions } from './options.js'

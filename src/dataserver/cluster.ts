@@ -490,6 +490,16 @@ export class ClusterLink {
     return (answerJson<{ locations?: Location[] }>(answer, 'the master').locations ?? []).filter((l) => l.url !== this.#self)
   }
 
+  /** The other copies of a volume as the master last said (empty when none are known). */
+  peersOf(volumeId: number): readonly string[] {
+    return this.#peers.get(volumeId) ?? []
+  }
+
+  /** The connection pool for calls to other servers, for the callers that share it (repairs). */
+  get agent(): Agent {
+    return this.#agent
+  }
+
   async close(): Promise<void> {
     await this.flushDedup().catch(() => {})
     this.#closed = true

@@ -356,9 +356,11 @@ export class NeedleIndex {
 
   /**
    * Every known entry, in increasing key order. `fn` must not modify the index. Allocates one
-   * Uint32Array the size of the overflow table, to sort it.
+   * Uint32Array the size of the overflow table, to sort it. With `after`, frozen segments whose
+   * keys are all at or below it are skipped (a walk for one page of keys); some entries at or
+   * below `after` may still be given to fn, which filters them.
    */
-  forEach(fn: (keyHi: number, keyLo: number, offset: number, bodySize: number, deleted: boolean) => void): void {
+  forEach(fn: (keyHi: number, keyLo: number, offset: number, bodySize: number, deleted: boolean) => void, after?: { readonly keyHi: number; readonly keyLo: number }): void {
     // The overflow keys interleave with the frozen ones, so they are sorted and merged in. All
     // of them are below the last frozen key, so none is left once the segments are done.
     const table = this.#table
@@ -387,6 +389,11 @@ export class NeedleIndex {
     }
 
     for (let s = 0; s < this.#segCount; s++) {
+      // Every key of a segment is below the next segment's base (invariant 2).
+      if (after && s + 1 < this.#segCount) {
+        const nextHi = this.#segBaseHi[s + 1]
+        if (nextHi < after.keyHi || (nextHi === after.keyHi && this.#segBaseLo[s + 1] <= after.keyLo)) continue
+      }
       const baseHi = this.#segBaseHi[s]
       const baseLo = this.#segBaseLo[s]
       const pos = this.#segPos[s]

@@ -59,6 +59,10 @@ export interface DataServerOptions extends ServerVolumeSettings {
   readonly volumesMax: number
   /** Bytes of recently read needles kept in memory (0: none); every hit is checksum-verified. */
   readonly readCacheBytes: number
+  /** Average bytes per second the background scrubber reads and checks (0: no scrubber). */
+  readonly scrubBytesPerSecond: number
+  /** Hours from the end of one scrub pass over every volume to the start of the next. */
+  readonly scrubIntervalHours: number
   /** Where operational messages go (recovery, broken volumes). */
   readonly log: (message: string) => void
 }
@@ -95,6 +99,8 @@ export const DATA_SERVER_DEFAULTS = Object.freeze({
   compactGarbageThreshold: 0.3,
   compactBytesPerSecond: 64 * MiB,
   compactCheckIntervalMs: 60_000,
+  scrubBytesPerSecond: 8 * MiB,
+  scrubIntervalHours: 24,
 })
 
 export function resolveDataServerOptions(input: DataServerInput): DataServerOptions {
@@ -132,6 +138,8 @@ export function resolveDataServerOptions(input: DataServerInput): DataServerOpti
     writeBatchMax: integer('writeBatchMax', o.writeBatchMax, 1, 65536),
     syncReadBytesMax: integer('syncReadBytesMax', o.syncReadBytesMax, 0, 64 * MiB),
     readCacheBytes: integer('readCacheBytes', o.readCacheBytes, 0, 64 * 1024 * MiB),
+    scrubBytesPerSecond: integer('scrubBytesPerSecond', o.scrubBytesPerSecond, 0, 64 * 1024 * MiB),
+    scrubIntervalHours: hours('scrubIntervalHours', o.scrubIntervalHours),
     now: o.now ?? Date.now,
     log: o.log ?? ((message: string) => process.stderr.write(`${message}\n`)),
   }
@@ -139,6 +147,14 @@ export function resolveDataServerOptions(input: DataServerInput): DataServerOpti
     throw new NeedleError('NS_ERR_BAD_OPTION', 'headersTimeoutMs must not exceed requestTimeoutMs')
   }
   return Object.freeze(resolved)
+}
+
+/** A number of hours from 0 to a year (fractions allowed). */
+function hours(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 365 * 24) {
+    throw new NeedleError('NS_ERR_BAD_OPTION', `${name} must be a number of hours from 0 to 8760 (got ${JSON.stringify(value)})`)
+  }
+  return value
 }
 
 function masterUrl(text: string): string {

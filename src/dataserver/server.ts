@@ -24,6 +24,8 @@ import { resolveDataServerOptions, type DataServerInput, type DataServerOptions,
 import { parseRange } from './range.js'
 import { ReadCache } from './read-cache.js'
 import { Store } from './store.js'
+import { Scrubber, createScrubMetrics } from './scrub.js'
+import { peerContext, registerVerifyRoutes } from './verify.js'
 import type { Needle } from '../common/format.js'
 import type { LinkInput, Volume } from './volume.js'
 
@@ -39,6 +41,8 @@ export interface DataServer {
   readonly metrics: DataServerMetrics
   readonly cluster: ClusterLink
   readonly compactor: Compactor
+  /** The background scrubber, once listening (none when --scrub-bytes-per-second is 0). */
+  scrubber?: Scrubber
   /** `http://host:port` once listening. */
   url: string
   close(): Promise<void>
@@ -108,6 +112,7 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
     url: '',
     close() {
       closing ??= (async () => {
+        await server.scrubber?.close()
         await cluster.close()
         await compactor.close()
         await app.close()
@@ -140,6 +145,7 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
     return metrics.registry.metrics()
   })
   registerAdminRoutes(server)
+  registerVerifyRoutes(server)
 
   app.route({ method: ['GET', 'HEAD'], url: '/*', handler: (req, reply) => readFile(server, req, reply) })
   app.route({ method: ['POST', 'PUT'], url: '/*', handler: (req, reply) => writeFile(server, req, reply) })
@@ -168,7 +174,23 @@ export async function startDataServer(input: DataServerInput): Promise<DataServe
   const self = `${server.options.ip ?? server.options.host}:${port}`
   server.cluster.start(self, server.options.publicUrl ?? self)
   server.compactor.start()
+  startScrubber(server)
   return server
+}
+
+/** Starts the background scrubber unless it is off (--scrub-bytes-per-second 0). */
+function startScrubber(server: DataServer): void {
+  const { options } = server
+  if (options.scrubBytesPerSecond <= 0) return
+  server.scrubber = new Scrubber({
+    store: server.store,
+    peers: peerContext(server),
+    bytesPerSecond: options.scrubBytesPerSecond,
+    intervalMs: Math.round(options.scrubIntervalHours * 3_600_000),
+    metrics: createScrubMetrics(server.metrics.registry),
+    log: options.log,
+  })
+  server.scrubber.start()
 }
 
 function operationOf(req: FastifyRequest): Op {

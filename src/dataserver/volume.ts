@@ -24,7 +24,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { access, open, rename, rm, statfs, type FileHandle } from 'node:fs/promises'
 import { endianness } from 'node:os'
 import { dirname, join } from 'node:path'
-import { NeedleError, diskError } from '../common/errors.js'
+import { NeedleError, diskError, isNeedleError } from '../common/errors.js'
 import {
   BODY_FIXED_SIZE,
   BODY_SIZE_MAX,
@@ -186,6 +186,8 @@ interface PendingAppend {
   readonly size: number
   /** For a needle holding a reference (a link, a tombstone): the generation it was computed in. */
   readonly generation: number | undefined
+  /** A repair's copy of a file: it may use the room tombstones may (see appendLimit). */
+  readonly repair?: boolean
   readonly resolve: () => void
   readonly reject: (err: unknown) => void
 }
@@ -714,7 +716,7 @@ export class Volume {
       }
       if (!needle) return
       try {
-        await this.#append(needle.buf, keyHi, keyLo, needle.size, generation)
+        await this.#append(needle.buf, keyHi, keyLo, needle.size, { generation })
         return
       } catch (err) {
         if (err !== MOVED) throw err
@@ -747,13 +749,13 @@ export class Volume {
     }
   }
 
-  #append(buf: Buffer, keyHi: number, keyLo: number, size: number, generation?: number): Promise<void> {
+  #append(buf: Buffer, keyHi: number, keyLo: number, size: number, opts: { readonly generation?: number; readonly repair?: boolean } = {}): Promise<void> {
     if (this.#state !== 'open') return Promise.reject(closed(this.id))
     if (this.#queue.length >= this.#opts.writeQueueMax) {
       return Promise.reject(new NeedleError('NS_ERR_OVERLOADED', `volume ${this.id}: ${this.#queue.length} writes queued`))
     }
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ buf, keyHi, keyLo, size, generation, resolve, reject })
+      this.#queue.push({ buf, keyHi, keyLo, size, generation: opts.generation, ...(opts.repair ? { repair: true } : {}), resolve, reject })
       this.#draining ??= this.#drain().finally(() => {
         this.#draining = undefined
       })
@@ -787,9 +789,9 @@ export class Volume {
       }
       if (batch.length > 0 && (bytes + next.buf.length > this.#opts.writeBatchBytesMax || batch.length >= this.#opts.writeBatchMax)) break
       const end = this.#datBytes + bytes + next.buf.length
-      if (this.#readOnly || end > appendLimit(this.#opts.volumeBytesMax, next.size)) {
+      if (this.#readOnly || end > appendLimit(this.#opts.volumeBytesMax, next.repair ? IDX_TOMBSTONE_SIZE : next.size)) {
         // No room for this append: it fails. A file that does not fit marks the volume full.
-        if (next.size !== IDX_TOMBSTONE_SIZE) this.#fileDidNotFit = true
+        if (next.size !== IDX_TOMBSTONE_SIZE && !next.repair) this.#fileDidNotFit = true
         this.#queue.shift()
         next.reject(readOnly(this.id))
         continue
@@ -1229,6 +1231,134 @@ export class Volume {
     await writeFully(this.#idx, [buf], this.#idxBytes)
     this.#idxBytes += buf.length
   }
+
+  // -------------------------------------------------------------------------------------------
+  // Scrub and verify: walking the index, checking each key's needle on disk, and storing a good
+  // copy of a file over a damaged one.
+
+  /**
+   * Up to `limit` keys of the index above `after` (from the first key when undefined), in
+   * increasing key order, live and deleted. The walk skips the index's segments below `after`
+   * and stops once the page is full, so a page costs about its own keys, and no more memory.
+   */
+  keysAfter(after: { readonly keyHi: number; readonly keyLo: number } | undefined, limit: number): IndexedKey[] {
+    this.#assertOpen()
+    const page: IndexedKey[] = []
+    if (limit < 1) return page
+    const full = {}
+    try {
+      this.#index.forEach((keyHi, keyLo, _offset, _size, deleted) => {
+        if (after && (keyHi < after.keyHi || (keyHi === after.keyHi && keyLo <= after.keyLo))) return
+        page.push({ keyHi, keyLo, deleted })
+        if (page.length >= limit) throw full
+      }, after)
+    } catch (err) {
+      if (err !== full) throw err
+    }
+    return page
+  }
+
+  /**
+   * What the volume holds for key, read from the disk (never from the read cache, whose copy
+   * may be whole while the disk's is not) and checked: the needle's checksum, and for a link the
+   * checksum of the bytes it shares. Undefined for a key the index does not know. Damage is an
+   * answer (`damaged`), not an error; a failed disk read is an error.
+   */
+  async inspect(keyHi: number, keyLo: number): Promise<InspectedKey | undefined> {
+    this.#assertOpen()
+    const index = this.#index
+    if (!index.lookup(keyHi, keyLo)) return undefined
+    const deleted = index.foundDeleted
+    const offset = index.foundOffset
+    const bodySize = index.foundSize
+    let bytesRead = 0
+    const readRaw = async (offsetUnits: number, size: number): Promise<{ buf: Buffer; n: number }> => {
+      const buf = Buffer.allocUnsafe(needleLength(size))
+      bytesRead += buf.length
+      try {
+        return { buf, n: await this.#trackRead(preadAsync(this.#dat.fd, buf, buf.length, toByteOffset(offsetUnits))) }
+      } catch (err) {
+        throw diskError(err, `read volume ${this.id}`)
+      }
+    }
+    const first = await readRaw(offset, bodySize)
+    // Until the needle is checked, its cookie is only what its header says.
+    let cookie = first.n >= NEEDLE_HEADER_SIZE ? first.buf.readUInt32LE(0) : 0
+    let appendAtMs = 0
+    try {
+      const needle = this.#decodeRead(first.buf, first.n, offset)
+      if (needle.keyHi !== keyHi || needle.keyLo !== keyLo) {
+        throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index points at another needle`)
+      }
+      cookie = needle.cookie
+      appendAtMs = needle.appendAtMs
+      if (deleted || needle.tombstone) {
+        if (!deleted || !needle.tombstone) throw new NeedleError('NS_ERR_CORRUPT_NEEDLE', `volume ${this.id}: the index and the needle disagree on a delete`)
+        return { keyHi, keyLo, cookie, state: 'deleted', size: needle.ref?.dataSize ?? 0, md5: undefined, appendAtMs, bytesRead }
+      }
+      let bytes = needle
+      if (needle.ref) {
+        const target = await readRaw(needle.ref.offset, needle.ref.bodySize)
+        bytes = this.#checkTarget(this.#decodeRead(target.buf, target.n, needle.ref.offset), needle.ref)
+      }
+      const md5 = bytes.md5 ?? needle.md5 ?? createHash('md5').update(bytes.data).digest()
+      return { keyHi, keyLo, cookie, state: 'live', size: bytes.data.length, md5: Buffer.from(md5), appendAtMs, bytesRead }
+    } catch (err) {
+      if (!isNeedleError(err) || err.code !== 'NS_ERR_CORRUPT_NEEDLE') throw err
+      // A damaged tombstone still deletes: reads answer 404 whatever its bytes are.
+      if (deleted) return { keyHi, keyLo, cookie, state: 'deleted', size: 0, md5: undefined, appendAtMs, bytesRead }
+      return { keyHi, keyLo, cookie, state: 'damaged', size: 0, md5: undefined, appendAtMs, bytesRead, error: err.message }
+    }
+  }
+
+  /**
+   * Stores a good copy of a file over whatever the volume holds for its key, as a repair does:
+   * like write(), except that a damaged needle (whose cookie cannot be trusted) is replaced
+   * whatever cookie its header shows, and a full volume takes it (a repair replaces a file it
+   * already counts, as a tombstone does). A live or deleted file with another cookie is still
+   * NS_ERR_COOKIE_MISMATCH; an operator's read-only stop refuses it.
+   */
+  async restore(input: WriteInput): Promise<{ size: number }> {
+    this.#assertOpen()
+    if (this.#readOnly) throw readOnly(this.id)
+    return this.#underKeyLock(input.keyHi, input.keyLo, async () => {
+      const existing = await this.inspect(input.keyHi, input.keyLo)
+      if (existing && existing.state !== 'damaged' && existing.cookie !== input.cookie) {
+        throw new NeedleError('NS_ERR_COOKIE_MISMATCH', 'the file id exists with another cookie')
+      }
+      const buf = encodeNeedle(input satisfies NeedleInput, this.#opts.now(), this.#seed)
+      await this.#append(buf, input.keyHi, input.keyLo, buf.readUInt32LE(H_BODY_SIZE), { repair: true })
+      return { size: input.data.length }
+    })
+  }
+}
+
+/** A key of the index, as keysAfter() lists it. */
+export interface IndexedKey {
+  readonly keyHi: number
+  readonly keyLo: number
+  readonly deleted: boolean
+}
+
+/** What inspect() found for a key. */
+export interface InspectedKey {
+  readonly keyHi: number
+  readonly keyLo: number
+  /** The file's cookie; for a damaged needle, what its header says (unchecked). */
+  readonly cookie: number
+  /** live: whole and valid; damaged: a needle (or the bytes a link shares) fails its checks;
+   *  deleted: the key's last needle is a tombstone. */
+  readonly state: 'live' | 'damaged' | 'deleted'
+  /** Bytes of the file (live), of the file deleted (deleted), or 0. */
+  readonly size: number
+  /** The MD5 of a live file's bytes (the stored one, else computed). */
+  readonly md5: Buffer | undefined
+  /** When the key's needle was appended (0 when it is damaged). */
+  readonly appendAtMs: number
+  /** Bytes read from the disk to check it. */
+  readonly bytesRead: number
+  /** Why a damaged needle is damaged. */
+  readonly error?: string
 }
 
 /** Reads a file front to back through one large buffer, for scans. */
