@@ -23,6 +23,7 @@ import { resolveDataServerOptions, type DataServerInput, type DataServerOptions,
 import { parseRange } from './range.js'
 import { ReadCache } from './read-cache.js'
 import { Store } from './store.js'
+import { registerVolumeCopyRoutes } from './volume-copy.js'
 import type { Needle } from '../common/format.js'
 import type { LinkInput, Volume } from './volume.js'
 
@@ -709,6 +710,8 @@ function registerAdminRoutes(server: DataServer): void {
     void server.cluster.beat()
     return { volume: id, deleted: true }
   })
+  // Re-replication: a volume's files and digest served, and a copy pulled from another server.
+  registerVolumeCopyRoutes({ app, store, cluster: server.cluster, secret: options.secret, idleTimeoutMs: Math.max(30_000, options.replicateTimeoutMs), guard, log: options.log })
   app.get('/admin/volumes', { preHandler: guard }, async () => ({ volumes: store.statuses(), broken: store.broken() }))
   app.post('/admin/volume/readonly', { preHandler: guard }, async (req) => {
     const q = req.query as Record<string, string | undefined>
