@@ -21,6 +21,7 @@ import { MASTER_OPS, createMasterMetrics, type MasterMetrics, type MasterOp } fr
 import { resolveMasterOptions, type MasterInput, type MasterOptions } from './options.js'
 import { MasterState, type DedupEntry } from './state.js'
 import { Topology, type Heartbeat, type Location, type VolumeReport } from './topology.js'
+import { Repairer } from './repair.js'
 
 export const MASTER_VERSION = 'needlestore 0.1.0'
 
@@ -64,6 +65,15 @@ export async function createMaster(input: MasterInput): Promise<Master> {
   }, Math.max(50, Math.min(1000, Math.floor(options.deadAfterMs / 4))))
   sweeper.unref()
 
+  // Re-replication of volumes whose copies sit on dead servers, once the volume map is whole.
+  const repairer = new Repairer(
+    topology,
+    agent,
+    { repairAfterMs: options.repairAfterMs, repairsMax: options.repairsMax, copyTimeoutMs: options.repairCopyTimeoutMs, peerTimeoutMs: options.peerTimeoutMs, secret: options.secret, log: options.log, now: options.now },
+    () => notReadyForMs() === 0,
+  )
+  repairer.start()
+
   let closing: Promise<void> | undefined
   const master: Master = {
     app,
@@ -74,6 +84,7 @@ export async function createMaster(input: MasterInput): Promise<Master> {
     close() {
       closing ??= (async () => {
         clearInterval(sweeper)
+        repairer.close()
         await app.close()
         await agent.close()
         await state.close()
@@ -370,7 +381,7 @@ export async function createMaster(input: MasterInput): Promise<Master> {
   // Heartbeats.
 
   app.post('/cluster/heartbeat', { preHandler: operator }, async (req) => {
-    const hb = parseHeartbeat(req.body)
+    const hb = repairer.filterHeartbeat(parseHeartbeat(req.body))
     const isNew = topology.node(hb.url) === undefined
     const wasDead = topology.node(hb.url)?.alive === false
     const peers = topology.heartbeat(hb)
@@ -402,6 +413,14 @@ export async function createMaster(input: MasterInput): Promise<Master> {
       const candidates = volumeStatuses(topology).filter((v) => v.GarbageRatio > threshold).map((v) => v.Id)
       return { Version: MASTER_VERSION, Topology: topologyStatus(topology), garbageThreshold: threshold, overThreshold: candidates, compacted: [] }
     },
+  })
+  // Re-replication on demand: every volume with a copy on a dead server, now (dryRun: the plan).
+  app.post('/vol/fix_replication', { preHandler: operator }, async (req) => {
+    const q = req.query as Record<string, string | undefined>
+    ensureReady()
+    if (q.dryRun === 'true' || q.dryRun === '1') return { dryRun: true, ...repairer.plan(true), results: [] }
+    const { plan, results } = await repairer.runNow()
+    return { dryRun: false, ...plan, results }
   })
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', metrics.registry.contentType)
