@@ -1,6 +1,6 @@
 /**
- * Maintenance commands whose engines are not built yet: `compact`, `rebalance`,
- * `fix-replication`, `verify`. They accept and check their flags now, so scripts can be
+ * Maintenance commands whose engines are not built yet: `compact`, `rebalance`, `verify`
+ * (`fix-replication` lives in fix-replication.ts). They accept and check their flags now, so scripts can be
  * written against them, and say plainly on stderr that nothing was done (exit 1).
  *
  * `compact` first lists the volumes over the garbage threshold, by the master's own rule for
@@ -85,12 +85,7 @@ export const rebalanceCommand = notBuiltCommand<ClientArgs & { dryRun: boolean }
   (y) => y.option('dry-run', { type: 'boolean', default: false, describe: 'print the moves without making them' }) as unknown as Argv<ClientArgs & { dryRun: boolean }>,
 )
 
-export const fixReplicationCommand = notBuiltCommand<ClientArgs>(
-  'fix-replication',
-  'copy volumes that have fewer live copies than their placement asks for',
-  'replica repair',
-  (y) => y,
-)
+export { fixReplicationCommand } from './fix-replication.js'
 
 export const verifyCommand = notBuiltCommand<ClientArgs & { volume?: number }>(
   'verify',
