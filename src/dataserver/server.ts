@@ -99,7 +99,14 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
     close() {
       closing ??= (async () => {
         await cluster.close()
-        await app.close()
+        // A request in flight when closing starts keeps its keep-alive connection open after
+        // its answer (fastify closes only the connections idle at the start): close those too.
+        const idle = setInterval(() => app.server.closeIdleConnections(), 100)
+        try {
+          await app.close()
+        } finally {
+          clearInterval(idle)
+        }
         await store.close()
       })()
       return closing
