@@ -4,8 +4,9 @@
  *
  * The source serves its files' committed bytes (`GET /admin/volume/file`) and a digest of its
  * state (`GET /admin/volume/digest`); the destination pulls `.dat`, then `.idx`, into
- * `<vid>.dat.copying` and `<vid>.idx.copying`, then the tails appended meanwhile, until its
- * lengths match a digest the source took; it checks the SHA-256 of `.dat` against that digest,
+ * `<vid>.dat.copying` and `<vid>.idx.copying`, asks for a digest (lengths, counts and the
+ * SHA-256 of `.dat`, taken at one instant), pulls the tails appended meanwhile up to exactly
+ * the digest's lengths, and checks the SHA-256 of its `.dat` against the digest; it
  * syncs the files, renames them into place (`.idx` first: a lone `.idx` is never opened), opens
  * the volume (recovery checks `.idx` against `.dat`) and compares its counts with the digest.
  * Only then is the volume served.
@@ -14,6 +15,9 @@
  * - A crash mid-copy leaves only `*.copying` files, which the store removes at its next start.
  * - Bytes are served only below the volume's committed lengths, which appends never rewrite.
  * - A copy that does not match the digest is removed and never served.
+ * - The copy is the source's state at the digest: what the source appends after it is not in
+ *   the copy. Re-replication copies volumes that take no writes (a copy is missing), so the
+ *   source does not change; a volume copied while it takes writes would miss some.
  */
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
@@ -51,15 +55,13 @@ export interface CopyResult {
   readonly idxBytes: number
   readonly liveCount: number
   readonly datSha256: string
-  /** Pulls of the tail after the first pass. */
+  /** 1 when bytes were appended at the source during the first pass and pulled after it. */
   readonly tailRounds: number
   readonly ms: number
 }
 
 /** The header that names a file's committed length when its bytes were served. */
 export const COMMITTED_HEADER = 'x-needlestore-committed-bytes'
-/** Tail passes at most: writes that never stop would otherwise keep a copy from finishing. */
-const TAIL_ROUNDS_MAX = 20
 /** Disk room kept free beyond the copy's own bytes. */
 const DISK_SPARE_BYTES = 64 * 1024 * 1024
 const READ_CHUNK_BYTES = 1024 * 1024
@@ -134,27 +136,27 @@ export async function copyVolume(o: CopyOptions): Promise<CopyResult> {
         files.dat = await open(tmp.dat, 'w')
         files.idx = await open(tmp.idx, 'w')
         const have = { dat: 0, idx: 0 }
-        for (let round = 0; ; round++) {
-          if (round > TAIL_ROUNDS_MAX) throw new NeedleError('NS_ERR_OVERLOADED', `volume ${o.volumeId} on ${o.from} kept growing through ${TAIL_ROUNDS_MAX} tail passes`)
-          if (round > 0) tailRounds = round
-          let caughtUp = true
-          for (const kind of ['dat', 'idx'] as const) {
-            const { end, committed } = await pull(o, origin, kind, have[kind], files[kind]!)
-            have[kind] = end
-            if (end !== committed) caughtUp = false
+        // First the bulk: each file up to its end now.
+        for (const kind of ['dat', 'idx'] as const) have[kind] = (await pull(o, origin, kind, 0, Number.MAX_SAFE_INTEGER, files[kind]!)).end
+        // Then the tail, up to the lengths of one digest: a consistent state of the source
+        // (lengths and counts taken at one instant), whatever is appended after it.
+        const digest = await fetchDigest(o, origin)
+        const want = { dat: digest.datBytes, idx: digest.idxBytes }
+        for (const kind of ['dat', 'idx'] as const) {
+          if (want[kind] < have[kind]) throw new NeedleError('NS_ERR_BAD_GATEWAY', `${o.from} has ${want[kind]} bytes of ${kind} of volume ${o.volumeId}, fewer than the ${have[kind]} it sent`)
+          if (want[kind] > have[kind]) {
+            tailRounds = 1
+            have[kind] = (await pull(o, origin, kind, have[kind], want[kind] - have[kind], files[kind]!)).end
           }
-          if (!caughtUp) continue
-          const digest = await fetchDigest(o, origin)
-          if (digest.datBytes !== have.dat || digest.idxBytes !== have.idx) continue
-          await files.dat!.datasync()
-          await files.idx!.datasync()
-          const sha = await sha256Of(tmp.dat, have.dat)
-          if (sha !== digest.datSha256) {
-            throw new NeedleError('NS_ERR_CORRUPT_VOLUME', `the copy of volume ${o.volumeId} from ${o.from} does not match its SHA-256 (${sha} here, ${digest.datSha256} there)`)
-          }
-          final = digest
-          break
+          if (have[kind] !== want[kind]) throw new NeedleError('NS_ERR_BAD_GATEWAY', `${o.from} sent ${have[kind]} of the ${want[kind]} bytes of ${kind} of volume ${o.volumeId}`)
         }
+        await files.dat!.datasync()
+        await files.idx!.datasync()
+        const sha = await sha256Of(tmp.dat, have.dat)
+        if (sha !== digest.datSha256) {
+          throw new NeedleError('NS_ERR_CORRUPT_VOLUME', `the copy of volume ${o.volumeId} from ${o.from} does not match its SHA-256 (${sha} here, ${digest.datSha256} there)`)
+        }
+        final = digest
         await files.dat!.close()
         await files.idx!.close()
         files.dat = files.idx = undefined
@@ -209,12 +211,13 @@ async function fetchDigest(o: CopyOptions, origin: string): Promise<VolumeDigest
 }
 
 /**
- * Appends the source's bytes of one file from `offset` to its committed end to fh, in order,
+ * Appends the source's bytes of one file from `offset` to its committed end (at most limit
+ * bytes) to fh, in order,
  * as they arrive (async iteration gives backpressure). Returns the new end here and the
  * committed length the source had when it answered.
  */
-async function pull(o: CopyOptions, origin: string, kind: VolumeFileKind, offset: number, fh: FileHandle): Promise<{ end: number; committed: number }> {
-  const url = `${origin}/admin/volume/file?volume=${o.volumeId}&kind=${kind}&offset=${offset}`
+async function pull(o: CopyOptions, origin: string, kind: VolumeFileKind, offset: number, limit: number, fh: FileHandle): Promise<{ end: number; committed: number }> {
+  const url = `${origin}/admin/volume/file?volume=${o.volumeId}&kind=${kind}&offset=${offset}${limit < Number.MAX_SAFE_INTEGER ? `&limit=${limit}` : ''}`
   let res: Dispatcher.ResponseData
   try {
     res = await request(url, { dispatcher: o.dispatcher, headers: secretHeaders(o.secret), headersTimeout: o.idleTimeoutMs, bodyTimeout: o.idleTimeoutMs })
