@@ -6,7 +6,8 @@
  * state (`GET /admin/volume/digest`); the destination pulls `.dat`, then `.idx`, into
  * `<vid>.dat.copying` and `<vid>.idx.copying`, asks for a digest (lengths, counts and the
  * SHA-256 of `.dat`, taken at one instant), pulls the tails appended meanwhile up to exactly
- * the digest's lengths, and checks the SHA-256 of its `.dat` against the digest; it
+ * the digest's lengths, and checks the SHA-256 of the `.dat` bytes it received (hashed as they
+ * arrive) against the digest; it
  * syncs the files, renames them into place (`.idx` first: a lone `.idx` is never opened), opens
  * the volume (recovery checks `.idx` against `.dat`) and compares its counts with the digest.
  * Only then is the volume served.
@@ -19,7 +20,7 @@
  *   the copy. Re-replication copies volumes that take no writes (a copy is missing), so the
  *   source does not change; a volume copied while it takes writes would miss some.
  */
-import { createHash } from 'node:crypto'
+import { createHash, type Hash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { open, rename, rm, statfs, type FileHandle } from 'node:fs/promises'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
@@ -136,8 +137,10 @@ export async function copyVolume(o: CopyOptions): Promise<CopyResult> {
         files.dat = await open(tmp.dat, 'w')
         files.idx = await open(tmp.idx, 'w')
         const have = { dat: 0, idx: 0 }
+        // `.dat` is hashed as it arrives (in order, from byte 0), not read again afterwards.
+        const hashes = { dat: createHash('sha256'), idx: undefined }
         // First the bulk: each file up to its end now.
-        for (const kind of ['dat', 'idx'] as const) have[kind] = (await pull(o, origin, kind, 0, Number.MAX_SAFE_INTEGER, files[kind]!)).end
+        for (const kind of ['dat', 'idx'] as const) have[kind] = (await pull(o, origin, kind, 0, Number.MAX_SAFE_INTEGER, files[kind]!, hashes[kind])).end
         // Then the tail, up to the lengths of one digest: a consistent state of the source
         // (lengths and counts taken at one instant), whatever is appended after it.
         const digest = await fetchDigest(o, origin)
@@ -146,13 +149,13 @@ export async function copyVolume(o: CopyOptions): Promise<CopyResult> {
           if (want[kind] < have[kind]) throw new NeedleError('NS_ERR_BAD_GATEWAY', `${o.from} has ${want[kind]} bytes of ${kind} of volume ${o.volumeId}, fewer than the ${have[kind]} it sent`)
           if (want[kind] > have[kind]) {
             tailRounds = 1
-            have[kind] = (await pull(o, origin, kind, have[kind], want[kind] - have[kind], files[kind]!)).end
+            have[kind] = (await pull(o, origin, kind, have[kind], want[kind] - have[kind], files[kind]!, hashes[kind])).end
           }
           if (have[kind] !== want[kind]) throw new NeedleError('NS_ERR_BAD_GATEWAY', `${o.from} sent ${have[kind]} of the ${want[kind]} bytes of ${kind} of volume ${o.volumeId}`)
         }
         await files.dat!.datasync()
         await files.idx!.datasync()
-        const sha = await sha256Of(tmp.dat, have.dat)
+        const sha = hashes.dat.digest('hex')
         if (sha !== digest.datSha256) {
           throw new NeedleError('NS_ERR_CORRUPT_VOLUME', `the copy of volume ${o.volumeId} from ${o.from} does not match its SHA-256 (${sha} here, ${digest.datSha256} there)`)
         }
@@ -216,7 +219,7 @@ async function fetchDigest(o: CopyOptions, origin: string): Promise<VolumeDigest
  * as they arrive (async iteration gives backpressure). Returns the new end here and the
  * committed length the source had when it answered.
  */
-async function pull(o: CopyOptions, origin: string, kind: VolumeFileKind, offset: number, limit: number, fh: FileHandle): Promise<{ end: number; committed: number }> {
+async function pull(o: CopyOptions, origin: string, kind: VolumeFileKind, offset: number, limit: number, fh: FileHandle, hash?: Hash): Promise<{ end: number; committed: number }> {
   const url = `${origin}/admin/volume/file?volume=${o.volumeId}&kind=${kind}&offset=${offset}${limit < Number.MAX_SAFE_INTEGER ? `&limit=${limit}` : ''}`
   let res: Dispatcher.ResponseData
   try {
@@ -237,6 +240,7 @@ async function pull(o: CopyOptions, origin: string, kind: VolumeFileKind, offset
   let pos = offset
   try {
     for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      hash?.update(chunk)
       let written = 0
       while (written < chunk.length) {
         const { bytesWritten } = await fh.write(chunk, written, chunk.length - written, pos)
