@@ -14,8 +14,8 @@
  *   copy is empty.
  * - A replaced copy is "retired": when its server comes back and reports it, the copy is left
  *   out of the volume map (no lookup, no peer list, no writes through the master names it) and
- *   the server is told to delete it. The retired list lives in memory: a master restart
- *   forgets it (see the README).
+ *   the server is told to delete it. The list is kept in the master's state (level), so a
+ *   restarted master still refuses such a copy.
  */
 import type { Agent } from 'undici'
 import { secretHeaders } from '../common/auth.js'
@@ -23,6 +23,13 @@ import { NeedleError } from '../common/errors.js'
 import { answerError, answerJson, callPeer, originOf } from '../common/peer.js'
 import { copyCount, parsePlacement, type Placement } from '../common/placement.js'
 import type { DataNode, Heartbeat, Topology, VolumeReport } from './topology.js'
+
+/** Where the replaced copies are kept across master restarts. */
+export interface RetiredStore {
+  retiredCopies(): Array<{ volume: number; url: string }>
+  retireCopy(volume: number, url: string): Promise<void>
+  forgetRetired(volume: number, url: string): Promise<void>
+}
 
 export interface RepairOptions {
   /** A copy on a server dead this long is replaced by the timer. */
@@ -205,11 +212,21 @@ export class Repairer {
   #timer: NodeJS.Timeout | undefined
   #closed = false
 
-  constructor(topology: Topology, agent: Agent, opts: RepairOptions, complete: () => boolean) {
+  readonly #store: RetiredStore | undefined
+
+  constructor(topology: Topology, agent: Agent, opts: RepairOptions, complete: () => boolean, store?: RetiredStore) {
     this.#topology = topology
     this.#agent = agent
     this.#opts = opts
     this.#complete = complete
+    this.#store = store
+    for (const { volume, url } of store?.retiredCopies() ?? []) this.#addRetired(volume, url)
+  }
+
+  #addRetired(id: number, url: string): void {
+    let urls = this.#retired.get(id)
+    if (!urls) this.#retired.set(id, (urls = new Set()))
+    urls.add(url)
   }
 
   /** Starts the timer that repairs volumes with a copy dead for repairAfterMs. */
@@ -329,22 +346,22 @@ export class Repairer {
       )
       t.addCopy(destNode, { ...report, size: done.datBytes ?? report.size, fileCount: done.liveCount ?? report.fileCount } satisfies VolumeReport)
       const replaced = replaces.shift()
-      if (replaced !== undefined) this.#retire(id, replaced)
+      if (replaced !== undefined) await this.#retire(id, replaced)
       copied.push(dest)
       this.#opts.log(`volume ${id}: verified copy on ${dest}${replaced ? ` replaces ${replaced}` : ''}`)
     }
     // Dead copies beyond the ones replaced above, once the volume has every copy alive.
     const info = t.volume(id)
-    if (info && info.nodes.filter((n) => n.alive).length >= info.copies) for (const url of replaces) this.#retire(id, url)
+    if (info && info.nodes.filter((n) => n.alive).length >= info.copies) for (const url of replaces) await this.#retire(id, url)
     return copied
   }
 
-  #retire(id: number, url: string): void {
+  /** Takes url's copy out of the volume map, for good (recorded durably when a store is given). */
+  async #retire(id: number, url: string): Promise<void> {
     const node = this.#topology.node(url)
     if (node) this.#topology.dropCopy(id, node)
-    let urls = this.#retired.get(id)
-    if (!urls) this.#retired.set(id, (urls = new Set()))
-    urls.add(url)
+    this.#addRetired(id, url)
+    await this.#store?.retireCopy(id, url).catch((err: unknown) => this.#opts.log(`volume ${id}: the replaced copy on ${url} is not recorded durably: ${(err as Error).message}`))
   }
 
   /**
@@ -360,6 +377,7 @@ export class Repairer {
       else {
         urls.delete(hb.url)
         if (urls.size === 0) this.#retired.delete(id)
+        void this.#store?.forgetRetired(id, hb.url)
       }
     }
     if (!dropped) return hb

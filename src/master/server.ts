@@ -71,6 +71,7 @@ export async function createMaster(input: MasterInput): Promise<Master> {
     agent,
     { repairAfterMs: options.repairAfterMs, repairsMax: options.repairsMax, copyTimeoutMs: options.repairCopyTimeoutMs, peerTimeoutMs: options.peerTimeoutMs, secret: options.secret, log: options.log, now: options.now },
     () => notReadyForMs() === 0,
+    state,
   )
   repairer.start()
 

@@ -5,8 +5,8 @@
  * - Automatic: with a short --repair-after-ms, every volume that had a copy on the dead server
  *   gets three live copies again; reads through lookup never fail meanwhile; the new copy's
  *   `.dat` is byte-identical to a live copy's; every file reads back on every copy; the volumes
- *   take writes again on all three copies; the dead server, restarted, is told to drop its
- *   replaced copies and lookups never name it for them.
+ *   take writes again on all three copies; after a master restart, the dead server, restarted,
+ *   is told to drop its replaced copies and lookups never name it for them.
  * - On demand: with the timer effectively off, `fix-replication --dry-run` prints the plan and
  *   changes nothing; `fix-replication` does it; a second run finds nothing to do.
  */
@@ -183,7 +183,9 @@ t.test('a data server killed for good: its volumes come back to three copies, by
   })
   t.pass(`assign hands out repaired volume ${volumeOf(handed.fid)} again (after ${assigns} assigns)`)
 
-  // The dead server comes back: its replaced copies are deleted there and never listed.
+  // The master restarts (the replaced copies are in its state), then the dead server comes
+  // back: its replaced copies are deleted there and never listed.
+  await cluster.startMaster()
   await cluster.restartDataServer(xi)
   await cluster.waitFor(`${victim} to drop its replaced copies`, async () => {
     const res = await http.call('GET', `http://${victim}/status`)
@@ -195,7 +197,7 @@ t.test('a data server killed for good: its volumes come back to three copies, by
     const locations = ((await lookup(http, master, String(vid))) ?? []).map((l) => l.publicUrl)
     if (locations.includes(victim) || locations.length !== 3) listed.push(`volume ${vid}: ${locations.join(', ')}`)
   }
-  t.same(listed, [], `${victim} is back; it deleted its replaced copies and lookups list three copies without it`)
+  t.same(listed, [], `after a master restart ${victim} is back; it deleted its replaced copies and lookups list three copies without it`)
   t.ok(await whole(http, master, victimVolumes, victim), 'the repaired volumes stay whole and writable')
 })
 
