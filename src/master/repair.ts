@@ -328,9 +328,17 @@ export class Repairer {
       const locations = [...info.nodes.filter((n) => n.alive).map((n) => n.url), dest]
       const query = new URLSearchParams({ volume: String(id), from: step.source, replication: step.replication, collection: step.collection, locations: locations.join(',') })
       this.#opts.log(`volume ${id}: copying from ${step.source} to ${dest}${replaces.length > 0 ? ` to replace ${replaces[0]}` : ''}`)
+      const startedMs = this.#opts.now()
       const answer = await callPeer(this.#agent, `${originOf(dest)}/admin/volume/copy?${query}`, { method: 'POST', headers: secretHeaders(this.#opts.secret), timeoutMs: this.#opts.copyTimeoutMs })
       if (answer.statusCode !== 201) throw new NeedleError('NS_ERR_BAD_GATEWAY', `${dest} answered ${answer.statusCode} to the copy of volume ${id}: ${answerError(answer).error}`)
       const done = answerJson<{ datBytes?: number; liveCount?: number }>(answer, dest)
+      // A replaced server heard from during the copy made the volume whole again: it may have
+      // taken writes the copy does not have. The copy is dropped; the next plan decides again.
+      const back = replaces.find((url) => (t.node(url)?.lastSeenMs ?? 0) >= startedMs)
+      if (back !== undefined) {
+        await callPeer(this.#agent, `${originOf(dest)}/admin/volume/delete?volume=${id}`, { method: 'POST', headers: secretHeaders(this.#opts.secret), timeoutMs: this.#opts.peerTimeoutMs }).catch(() => undefined)
+        throw new NeedleError('NS_ERR_VOLUME_UNAVAILABLE', `${back} came back while volume ${id} was copied to ${dest}; the copy was dropped`)
+      }
       // The other copies learn the new list now, not at their next heartbeat, so that a write
       // the master assigns once the volume is whole reaches the new copy.
       await Promise.all(
