@@ -84,8 +84,11 @@ async function sha256Of(path: string, bytes: number): Promise<string> {
   return hash.digest('hex')
 }
 
-/** The digest of a volume now: lengths and counts taken at one instant, then `.dat` hashed up to that length. */
-export async function digestOf(dir: string, volume: Volume): Promise<VolumeDigest> {
+/**
+ * The digest of a volume now: lengths and counts taken at one instant, then `.dat` hashed up to
+ * that length (unless withSha is false: datSha256 is then '').
+ */
+export async function digestOf(dir: string, volume: Volume, withSha = true): Promise<VolumeDigest> {
   const s = volume.status()
   const idxBytes = volume.idxBytes
   return {
@@ -96,7 +99,7 @@ export async function digestOf(dir: string, volume: Volume): Promise<VolumeDiges
     idxBytes,
     liveCount: s.liveCount,
     deletedCount: s.deletedCount,
-    datSha256: await sha256Of(datPath(dir, volume.id), s.datBytes),
+    datSha256: withSha ? await sha256Of(datPath(dir, volume.id), s.datBytes) : '',
   }
 }
 
@@ -118,7 +121,7 @@ export interface CopyOptions {
 export async function copyVolume(o: CopyOptions): Promise<CopyResult> {
   const startedMs = Date.now()
   const origin = originOf(o.from)
-  const first = await fetchDigest(o, origin)
+  const first = await fetchDigest(o, origin, false)
   if (o.replication !== undefined && first.replication !== o.replication) {
     throw new NeedleError('NS_ERR_BAD_REQUEST', `volume ${o.volumeId} on ${o.from} has replication ${first.replication}, not ${o.replication}`)
   }
@@ -203,8 +206,8 @@ async function checkRoom(dir: string, bytes: number): Promise<void> {
   }
 }
 
-async function fetchDigest(o: CopyOptions, origin: string): Promise<VolumeDigest> {
-  const answer = await callPeer(o.dispatcher, `${origin}/admin/volume/digest?volume=${o.volumeId}`, { headers: secretHeaders(o.secret), timeoutMs: 10 * o.idleTimeoutMs })
+async function fetchDigest(o: CopyOptions, origin: string, withSha = true): Promise<VolumeDigest> {
+  const answer = await callPeer(o.dispatcher, `${origin}/admin/volume/digest?volume=${o.volumeId}${withSha ? '' : '&sha=false'}`, { headers: secretHeaders(o.secret), timeoutMs: 10 * o.idleTimeoutMs })
   if (answer.statusCode !== 200) throw new NeedleError('NS_ERR_BAD_GATEWAY', `${o.from} answered ${answer.statusCode} for the digest of volume ${o.volumeId}: ${answerError(answer).error}`)
   const d = answerJson<VolumeDigest>(answer, o.from)
   for (const k of ['datBytes', 'idxBytes', 'liveCount', 'deletedCount'] as const) {
@@ -303,8 +306,8 @@ export function registerVolumeCopyRoutes(r: VolumeCopyRoutes): void {
   })
 
   app.get('/admin/volume/digest', { preHandler: guard }, async (req) => {
-    const volume = volumeOf(req.query as Record<string, string | undefined>)
-    return digestOf(store.dir, volume)
+    const q = req.query as Record<string, string | undefined>
+    return digestOf(store.dir, volumeOf(q), q.sha !== 'false')
   })
 
   // The master names every copy of a volume after it made a new one (re-replication).

@@ -54,6 +54,11 @@ t.test('a volume is copied with writes going on, verified, and serves every file
   t.equal((await call('GET', `${a.url}/admin/volume/file?volume=${VID}&kind=dat&offset=${volume.datBytes + 1}`)).status, 416, 'past the end: 416')
   t.equal((await call('GET', `${a.url}/admin/volume/file?volume=${VID}&kind=dat`, {})).status, 401, 'the secret is required')
   t.equal((await call('GET', `${a.url}/admin/volume/file?volume=${VID}&kind=x`)).status, 400)
+  const digest = JSON.parse((await call('GET', `${a.url}/admin/volume/digest?volume=${VID}`)).body.toString()) as Record<string, unknown>
+  t.match(digest, { volume: VID, replication: '000', collection: '', datBytes: volume.datBytes, idxBytes: volume.idxBytes, liveCount: 299, deletedCount: 1 })
+  t.equal(digest.datSha256, sha(await readFile(join(a.store.dir, `${VID}.dat`))), 'the digest hashes .dat')
+  const quick = JSON.parse((await call('GET', `${a.url}/admin/volume/digest?volume=${VID}&sha=false`)).body.toString()) as Record<string, unknown>
+  t.equal(quick.datSha256, '', 'sha=false: no hash')
 
   // Writes go on at the source while the copy runs: the copy pulls the tail until caught up.
   let writing = true
