@@ -207,6 +207,9 @@ export class Repairer {
   readonly #backoff = new Map<number, { failures: number; untilMs: number; error: string }>()
   /** Copies replaced by others: volume → servers that must drop it. */
   readonly #retired = new Map<number, Set<string>>()
+  /** Volumes with fewer reported copies than they need and no dead server among them, since when:
+   *  a growth being undone looks the same for a moment, so the timer waits repairAfterMs. */
+  readonly #shortSince = new Map<number, number>()
   /** Deletes of retired copies in flight, by `volume@url`. */
   readonly #dropping = new Set<string>()
   #timer: NodeJS.Timeout | undefined
@@ -254,6 +257,16 @@ export class Repairer {
       for (const [id, b] of this.#backoff) {
         if (b.untilMs > now) skip.set(id, `retrying in ${Math.ceil((b.untilMs - now) / 1000)} s after: ${b.error}`)
       }
+      const short = new Set<number>()
+      for (const id of this.#topology.volumeIds()) {
+        const info = this.#topology.volume(id)!
+        if (info.nodes.length >= info.copies || info.nodes.some((n) => !n.alive)) continue
+        short.add(id)
+        const since = this.#shortSince.get(id) ?? now
+        this.#shortSince.set(id, since)
+        if (now - since < this.#opts.repairAfterMs && !skip.has(id)) skip.set(id, `${info.nodes.length} of ${info.copies} copies reported for less than ${this.#opts.repairAfterMs} ms`)
+      }
+      for (const id of this.#shortSince.keys()) if (!short.has(id)) this.#shortSince.delete(id)
     }
     return planRepairs(this.#topology, {
       repairAfterMs: manual ? 0 : this.#opts.repairAfterMs,

@@ -113,3 +113,16 @@ t.test('a copy is dropped when the replaced server comes back during it', async 
   t.same(retired, [], 'nothing is retired')
   t.notOk(topo.volume(1)!.nodes.some((n) => n.url === d.host), 'the volume map does not name the dropped copy')
 })
+
+t.test('the timer waits repairAfterMs before copying a volume with copies missing but none dead', async (t) => {
+  let now = 1_000_000
+  const topo = new Topology({ deadAfterMs: 1000, volumeBytesMax: 1 << 30, now: () => now })
+  for (const url of ['a:1', 'b:1', 'c:1', 'd:1']) topo.heartbeat({ url, publicUrl: url, dataCenter: 'dc1', rack: 'r1', volumesMax: 10, volumes: url === 'a:1' ? [report(5)] : [] })
+  const agent = createPeerAgent({ connections: 1 })
+  t.teardown(() => agent.close())
+  const repairer = new Repairer(topo, agent, { repairAfterMs: 10_000, repairsMax: 1, copyTimeoutMs: 1000, peerTimeoutMs: 1000, secret: undefined, log: () => {}, now: () => now }, () => true)
+  t.match(repairer.plan(false).waiting, [{ volume: 5, reason: /1 of 3 copies reported for less than 10000 ms/ }], 'a growth being undone looks like this for a moment')
+  t.same(repairer.plan(true).steps.map((s) => [s.volume, s.destinations.length]), [[5, 2]], 'the operator does not wait')
+  now += 10_000
+  t.same(repairer.plan(false).steps.map((s) => [s.volume, s.source, s.destinations.length]), [[5, 'a:1', 2]], 'the timer copies it after repairAfterMs')
+})
