@@ -15,6 +15,7 @@ const all = {
   compact: ['dist/bench/compact.js'],
   index: ['--expose-gc', 'dist/bench/index-memory.js'],
   load: ['dist/bench/volume-load.js'],
+  rerepl: ['dist/bench/re-replication.js'],
 }
 const names = process.argv.slice(2).length > 0 ? process.argv.slice(2) : Object.keys(all)
 let failed = 0

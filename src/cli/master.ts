@@ -17,6 +17,8 @@ interface MasterArgs {
   fileBytesMax: string
   dedup: boolean
   dedupBytesMin: string
+  repairAfterMs: number
+  repairsMax: number
 }
 
 export const masterCommand: CommandModule<object, MasterArgs> = {
@@ -36,7 +38,9 @@ export const masterCommand: CommandModule<object, MasterArgs> = {
       .option('key-lease', { type: 'number', default: MASTER_DEFAULTS.keyLease, describe: 'file keys reserved per durable write' })
       .option('file-bytes-max', { type: 'string', default: '32MiB', describe: 'largest file /submit takes' })
       .option('dedup', { type: 'boolean', default: MASTER_DEFAULTS.dedup, describe: 'MD5 dedup: an upload of bytes the cluster holds shares them (--no-dedup: never)' })
-      .option('dedup-bytes-min', { type: 'string', default: '1KiB', describe: 'smaller files are never shared (at least 1KiB)' }) as unknown as Argv<MasterArgs>,
+      .option('dedup-bytes-min', { type: 'string', default: '1KiB', describe: 'smaller files are never shared (at least 1KiB)' })
+      .option('repair-after-ms', { type: 'number', default: MASTER_DEFAULTS.repairAfterMs, describe: 'a volume copy on a server dead this long is copied again elsewhere from a live copy' })
+      .option('repairs-max', { type: 'number', default: MASTER_DEFAULTS.repairsMax, describe: 'volume repairs running at once, at most' }) as unknown as Argv<MasterArgs>,
   handler: async (args: ArgumentsCamelCase<MasterArgs>) => {
     const master = await startMaster({
       dir: args.dir,
@@ -52,6 +56,8 @@ export const masterCommand: CommandModule<object, MasterArgs> = {
       fileBytesMax: parseBytes('file-bytes-max', args.fileBytesMax),
       dedup: args.dedup,
       dedupBytesMin: parseBytes('dedup-bytes-min', args.dedupBytesMin),
+      repairAfterMs: args.repairAfterMs,
+      repairsMax: args.repairsMax,
     })
     process.stdout.write(`needlestore master listening on ${master.url}\n`)
     stopOnSignals(() => master.close())

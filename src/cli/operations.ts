@@ -1,9 +1,10 @@
 /**
  * Maintenance commands. `compact` compacts the volumes over the garbage threshold (the master's
  * own rule for `/vol/vacuum`: a garbage ratio strictly above it, read from `/vol/status`), one
- * volume at a time, with a progress bar (`verify` is in ./verify.ts). Those whose engines are
- * not built yet (`rebalance`, `fix-replication`) accept and check their flags, so scripts can
- * be written against them, and say plainly on stderr that nothing was done (exit 1).
+ * volume at a time, with a progress bar (`verify` is in ./verify.ts, `fix-replication` in
+ * ./fix-replication.ts). `rebalance`, whose engine is not built yet, accepts and checks its
+ * flags, so scripts can be written against it, and says plainly on stderr that nothing was done
+ * (exit 1).
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs'
 import { clientFlags, clientOptions, runClientCommand, type ClientArgs } from './client-options.js'
@@ -106,9 +107,4 @@ export const rebalanceCommand = notBuiltCommand<ClientArgs & { dryRun: boolean }
   (y) => y.option('dry-run', { type: 'boolean', default: false, describe: 'print the moves without making them' }) as unknown as Argv<ClientArgs & { dryRun: boolean }>,
 )
 
-export const fixReplicationCommand = notBuiltCommand<ClientArgs>(
-  'fix-replication',
-  'copy volumes that have fewer live copies than their placement asks for',
-  'replica repair',
-  (y) => y,
-)
+export { fixReplicationCommand } from './fix-replication.js'

@@ -92,9 +92,9 @@ export class Compactor {
     }
   }
 
-  async close(): Promise<void> {
+  /** Stops starting compactions; one running stops when its volume closes (and cleans up). */
+  close(): void {
     this.#closed = true
     clearTimeout(this.#timer)
-    await this.#running
   }
 }

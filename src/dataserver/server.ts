@@ -26,6 +26,7 @@ import { ReadCache } from './read-cache.js'
 import { Store } from './store.js'
 import { Scrubber, createScrubMetrics } from './scrub.js'
 import { peerContext, registerVerifyRoutes } from './verify.js'
+import { registerVolumeCopyRoutes } from './volume-copy.js'
 import type { Needle } from '../common/format.js'
 import type { LinkInput, Volume } from './volume.js'
 
@@ -114,8 +115,15 @@ export async function createDataServer(input: DataServerInput): Promise<DataServ
       closing ??= (async () => {
         await server.scrubber?.close()
         await cluster.close()
-        await compactor.close()
-        await app.close()
+        compactor.close()
+        // A request in flight when closing starts keeps its keep-alive connection open after
+        // its answer (fastify closes only the connections idle at the start): close those too.
+        const idle = setInterval(() => app.server.closeIdleConnections(), 100)
+        try {
+          await app.close()
+        } finally {
+          clearInterval(idle)
+        }
         await store.close()
       })()
       return closing
@@ -746,6 +754,8 @@ function registerAdminRoutes(server: DataServer): void {
     void server.cluster.beat()
     return { volume: id, deleted: true }
   })
+  // Re-replication: a volume's files and digest served, and a copy pulled from another server.
+  registerVolumeCopyRoutes({ app, store, cluster: server.cluster, secret: options.secret, idleTimeoutMs: Math.max(30_000, options.replicateTimeoutMs), guard, log: options.log })
   app.get('/admin/volumes', { preHandler: guard }, async () => ({ volumes: store.statuses(), broken: store.broken() }))
   app.post('/admin/volume/readonly', { preHandler: guard }, async (req) => {
     const q = req.query as Record<string, string | undefined>

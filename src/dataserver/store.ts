@@ -30,6 +30,8 @@ export interface BrokenVolume {
 
 const DAT_NAME = /^([0-9]+)\.dat$/
 const NEW_NAME = /^([0-9]+)\.dat\.new$/
+/** Files of a volume copy from another server that a crash interrupted (see volume-copy.ts). */
+const COPYING_NAME = /^([0-9]+)\.(dat|idx)\.copying$/
 
 export class Store {
   readonly dir: string
@@ -54,7 +56,7 @@ export class Store {
     }
     const names = await readdir(opts.dir)
     for (const name of names) {
-      if (NEW_NAME.test(name)) await rm(join(opts.dir, name), { force: true })
+      if (NEW_NAME.test(name) || COPYING_NAME.test(name)) await rm(join(opts.dir, name), { force: true })
     }
     const ids = names.flatMap((name) => {
       const m = DAT_NAME.exec(name)
@@ -98,6 +100,42 @@ export class Store {
     this.#creating.add(volumeId)
     try {
       const volume = await Volume.create({ ...this.#volumeOptions(volumeId), placement, collection })
+      this.#volumes.set(volumeId, volume)
+      return volume
+    } finally {
+      this.#creating.delete(volumeId)
+    }
+  }
+
+  /**
+   * Takes a volume whose files `fill` puts in place (a copy from another server): the id and a
+   * volume slot are held while it runs, then the volume is opened (recovery checks `.idx`
+   * against `.dat`), checked, and only then served. If any step fails, nothing is left under
+   * the volume's names.
+   */
+  async adopt(volumeId: number, fill: (dir: string) => Promise<void>, check: (volume: Volume) => Promise<void> = async () => {}): Promise<Volume> {
+    if (this.#closed) throw new NeedleError('NS_ERR_VOLUME_CLOSED', 'the store is closed')
+    if (this.#volumes.has(volumeId) || this.#broken.has(volumeId) || this.#creating.has(volumeId)) {
+      throw new NeedleError('NS_ERR_VOLUME_EXISTS', `volume ${volumeId} already exists`)
+    }
+    if (this.#volumes.size + this.#creating.size >= this.#opts.volumesMax) {
+      throw new NeedleError('NS_ERR_BAD_REQUEST', `this server holds at most ${this.#opts.volumesMax} volumes`)
+    }
+    this.#creating.add(volumeId)
+    try {
+      let volume: Volume
+      try {
+        await fill(this.dir)
+        volume = await Volume.open(this.#volumeOptions(volumeId))
+        await check(volume).catch(async (err: unknown) => {
+          await volume.close().catch(() => {})
+          throw err
+        })
+      } catch (err) {
+        await rm(datPath(this.dir, volumeId), { force: true }).catch(() => {})
+        await rm(idxPath(this.dir, volumeId), { force: true }).catch(() => {})
+        throw err
+      }
       this.#volumes.set(volumeId, volume)
       return volume
     } finally {

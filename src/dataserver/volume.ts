@@ -356,6 +356,11 @@ export class Volume {
     return this.#index.liveCount
   }
 
+  /** Bytes of `.idx` that hold whole entries for needles already in `.dat`. */
+  get idxBytes(): number {
+    return this.#idxBytes
+  }
+
   status(): VolumeStatus {
     const payload = this.#datBytes - SUPERBLOCK_SIZE
     const garbageBytes = payload - this.#liveBytes

@@ -35,6 +35,12 @@ export interface MasterOptions {
   readonly dedup: boolean
   /** Files smaller than this are never shared (a link costs about as much). */
   readonly dedupBytesMin: number
+  /** A volume copy on a server dead this long is re-made elsewhere (re-replication). */
+  readonly repairAfterMs: number
+  /** Volume repairs running at once, at most. */
+  readonly repairsMax: number
+  /** Deadline of one volume copy between data servers. */
+  readonly repairCopyTimeoutMs: number
   readonly log: (message: string) => void
   readonly now: () => number
 }
@@ -56,6 +62,9 @@ export const MASTER_DEFAULTS = Object.freeze({
   fileBytesMax: 32 * MiB,
   dedup: true,
   dedupBytesMin: 1024,
+  repairAfterMs: 600_000,
+  repairsMax: 2,
+  repairCopyTimeoutMs: 3_600_000,
 })
 
 export function resolveMasterOptions(input: MasterInput): MasterOptions {
@@ -79,6 +88,9 @@ export function resolveMasterOptions(input: MasterInput): MasterOptions {
     dedup: (o.dedup as boolean) !== false,
     // Data servers report files of 1 KiB and more; smaller ones could never be found.
     dedupBytesMin: integer('dedupBytesMin', o.dedupBytesMin, 1024, 1024 * MiB),
+    repairAfterMs: integer('repairAfterMs', o.repairAfterMs, 0, 30 * 86_400_000),
+    repairsMax: integer('repairsMax', o.repairsMax, 1, 64),
+    repairCopyTimeoutMs: integer('repairCopyTimeoutMs', o.repairCopyTimeoutMs, 1000, 86_400_000),
     log: o.log ?? ((message: string) => process.stderr.write(`${message}\n`)),
     now: o.now ?? Date.now,
   })

@@ -21,6 +21,7 @@ import { MASTER_OPS, createMasterMetrics, type MasterMetrics, type MasterOp } fr
 import { resolveMasterOptions, type MasterInput, type MasterOptions } from './options.js'
 import { MasterState, type DedupEntry } from './state.js'
 import { Topology, type Heartbeat, type Location, type VolumeReport } from './topology.js'
+import { Repairer } from './repair.js'
 
 export const MASTER_VERSION = 'needlestore 0.1.0'
 
@@ -67,6 +68,16 @@ export async function createMaster(input: MasterInput): Promise<Master> {
   }, Math.max(50, Math.min(1000, Math.floor(options.deadAfterMs / 4))))
   sweeper.unref()
 
+  // Re-replication of volumes whose copies sit on dead servers, once the volume map is whole.
+  const repairer = new Repairer(
+    topology,
+    agent,
+    { repairAfterMs: options.repairAfterMs, repairsMax: options.repairsMax, copyTimeoutMs: options.repairCopyTimeoutMs, peerTimeoutMs: options.peerTimeoutMs, secret: options.secret, log: options.log, now: options.now },
+    () => notReadyForMs() === 0,
+    state,
+  )
+  repairer.start()
+
   let closing: Promise<void> | undefined
   const master: Master = {
     app,
@@ -77,6 +88,7 @@ export async function createMaster(input: MasterInput): Promise<Master> {
     close() {
       closing ??= (async () => {
         clearInterval(sweeper)
+        repairer.close()
         await app.close()
         await agent.close()
         await state.close()
@@ -373,7 +385,7 @@ export async function createMaster(input: MasterInput): Promise<Master> {
   // Heartbeats.
 
   app.post('/cluster/heartbeat', { preHandler: operator }, async (req) => {
-    const hb = parseHeartbeat(req.body)
+    const hb = repairer.filterHeartbeat(parseHeartbeat(req.body))
     const isNew = topology.node(hb.url) === undefined
     const wasDead = topology.node(hb.url)?.alive === false
     const peers = topology.heartbeat(hb)
@@ -429,6 +441,14 @@ export async function createMaster(input: MasterInput): Promise<Master> {
       }
       return { ...body, compacted: await Promise.all(runs) }
     },
+  })
+  // Re-replication on demand: every volume with a copy on a dead server, now (dryRun: the plan).
+  app.post('/vol/fix_replication', { preHandler: operator }, async (req) => {
+    const q = req.query as Record<string, string | undefined>
+    ensureReady()
+    if (q.dryRun === 'true' || q.dryRun === '1') return { dryRun: true, ...repairer.plan(true), results: [] }
+    const { plan, results } = await repairer.runNow()
+    return { dryRun: false, ...plan, results }
   })
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', metrics.registry.contentType)

@@ -21,6 +21,8 @@ const KEY_LIMIT = 'keys/limit'
 const VOLUME_ID_LIMIT = 'volumes/limit'
 const SERVER_PREFIX = 'servers/'
 const DEDUP_PREFIX = 'dedup/'
+/** Copies that re-replication replaced: `retired/<volume>@<url>`, deleted once the server dropped it. */
+const RETIRED_PREFIX = 'retired/'
 
 /** Where the bytes with an MD5 are stored, as the dedup index says. */
 export interface DedupEntry {
@@ -56,6 +58,7 @@ export class MasterState {
   /** Serializes writes of the limits, so that a slower write never lowers a faster one. */
   #writing: Promise<unknown> = Promise.resolve()
   readonly #known = new Map<string, KnownServer>()
+  readonly #retired: Array<{ volume: number; url: string }> = []
   /** A write-through cache of the dedup index: hot images are asked for again and again. */
   readonly #dedupCache = new Map<string, string>()
 
@@ -79,6 +82,10 @@ export class MasterState {
       const state = new MasterState(db, keyLimit, volumeIdLimit, keyLease)
       for await (const [key, value] of db.iterator({ gt: SERVER_PREFIX, lt: `${SERVER_PREFIX}\xff` })) {
         state.#known.set(key.slice(SERVER_PREFIX.length), JSON.parse(value) as KnownServer)
+      }
+      for await (const key of db.keys({ gt: RETIRED_PREFIX, lt: `${RETIRED_PREFIX}\xff` })) {
+        const m = /^([0-9]+)@(.+)$/.exec(key.slice(RETIRED_PREFIX.length))
+        if (m) state.#retired.push({ volume: Number(m[1]), url: m[2]! })
       }
       return state
     } catch (err) {
@@ -144,6 +151,23 @@ export class MasterState {
     await this.#db.put(`${SERVER_PREFIX}${server.url}`, JSON.stringify(server), { sync: true }).catch((err) => {
       throw diskError(err, 'remember a data server')
     })
+  }
+
+  /** The replaced copies recorded when this state was opened. */
+  retiredCopies(): Array<{ volume: number; url: string }> {
+    return [...this.#retired]
+  }
+
+  /** Records that url's copy of volume was replaced and must never serve again. */
+  async retireCopy(volume: number, url: string): Promise<void> {
+    await this.#db.put(`${RETIRED_PREFIX}${volume}@${url}`, '', { sync: true }).catch((err) => {
+      throw diskError(err, 'record a replaced copy')
+    })
+  }
+
+  /** Forgets a replaced copy once its server no longer holds it. */
+  async forgetRetired(volume: number, url: string): Promise<void> {
+    await this.#db.del(`${RETIRED_PREFIX}${volume}@${url}`).catch(() => {})
   }
 
   /** The stored file with these bytes, if the index knows one. */

@@ -150,6 +150,22 @@ export class Topology {
     for (const node of nodes) this.#setVolumes(node, new Map(node.volumes).set(id, report))
   }
 
+  /**
+   * Records a copy of a volume made on node from a copy elsewhere (re-replication), before
+   * node's next heartbeat; the report is the source's.
+   */
+  addCopy(node: DataNode, report: VolumeReport): void {
+    this.#setVolumes(node, new Map(node.volumes).set(report.id, report))
+  }
+
+  /** Forgets node's copy of a volume (a dead server's copy that another has replaced). */
+  dropCopy(id: number, node: DataNode): void {
+    if (!node.volumes.has(id)) return
+    const volumes = new Map(node.volumes)
+    volumes.delete(id)
+    this.#setVolumes(node, volumes)
+  }
+
   /** Time since node's last heartbeat, on the topology's clock. */
   heartbeatAgeMs(node: DataNode): number {
     return this.#opts.now() - node.lastSeenMs
