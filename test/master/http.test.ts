@@ -145,7 +145,7 @@ t.test('status routes answer in SeaweedFS shapes', async (t) => {
   t.match((await m.app.inject({ url: '/vol/status' })).json(), { Volumes: [{ Id: 1, ReplicaPlacement: '000', Writable: true, GarbageRatio: 0.5 }] })
   t.match((await m.app.inject({ url: '/cluster/status' })).json(), { IsLeader: true, Peers: [] })
   const vacuum = await m.app.inject({ url: '/vol/vacuum?garbageThreshold=0.4' })
-  t.match(vacuum.json(), { overThreshold: [1], compacted: [] })
+  t.match(vacuum.json(), { overThreshold: [1], compacting: [1] }, 'vacuum starts compacting the volume over the threshold on its copies')
   t.equal((await m.app.inject({ url: '/vol/vacuum?garbageThreshold=2' })).statusCode, 400)
   const dashboard = await m.app.inject({ url: '/' })
   t.equal(dashboard.statusCode, 200)
