@@ -1087,8 +1087,14 @@ export class Volume {
   async #scanNeedles(from: number, to: number, throttle: Throttle, fn: (needle: ScannedNeedle, units: number, raw: () => Promise<Buffer>) => unknown): Promise<void> {
     const reader = new ChunkReader(this.#dat, to)
     let pos = from
+    let ranSince = performance.now()
     while (pos < to) {
       this.#assertOpen()
+      // Requests share this event loop: give them a turn every millisecond or so.
+      if (performance.now() - ranSince > COMPACT_SLICE_MS) {
+        await new Promise((resolve) => setImmediate(resolve))
+        ranSince = performance.now()
+      }
       const head = await reader.bytes(pos, NEEDLE_HEADER_SIZE + BODY_FIXED_SIZE)
       const bodySize = head?.readUInt32LE(H_BODY_SIZE) ?? 0
       if (head && bodySize >= BODY_FIXED_SIZE && bodySize <= BODY_SIZE_MAX && pos + needleLength(bodySize) <= to && (head.readUInt8(NEEDLE_HEADER_SIZE + B_FLAGS) & (FLAG_LINK | FLAG_TOMBSTONE)) === 0) {
@@ -1463,6 +1469,8 @@ const COMPACT_TAIL_ROUNDS = 4
 /** Room wanted beyond the live bytes before a compaction starts. */
 const COMPACT_ROOM_SLACK_BYTES = 16 * 1024 * 1024
 const COMPACT_FLUSH_BYTES = 4 * 1024 * 1024
+/** Longest stretch a compaction runs on the event loop before it lets requests in. */
+const COMPACT_SLICE_MS = 1
 
 export function compactDatPath(dir: string, volumeId: number): string {
   return join(dir, `${volumeId}.cpd`)
