@@ -92,7 +92,10 @@ export const devCommand: CommandModule<object, DevArgs> = {
 
     const masterDir = join(args.dir, 'master')
     await mkdir(masterDir, { recursive: true })
-    const master = runChild('master', ['master', '--dir', masterDir, '--host', args.host, '--port', String(args.masterPort), ...secret])
+    // The replication is fixed from the start, so that a write that comes before every data
+    // server has registered waits for them (a 503 to retry) instead of taking a single copy.
+    const replication = ['--default-replication', args.dataServers >= 3 ? '002' : '000']
+    const master = runChild('master', ['master', '--dir', masterDir, '--host', args.host, '--port', String(args.masterPort), ...replication, ...secret])
     children.push(master)
     watch(master)
     const masterUrl = await master.url
