@@ -89,7 +89,8 @@ export class Store {
     return volume
   }
 
-  async create(volumeId: number, placement: number, collection = ''): Promise<Volume> {
+  /** Holds the id and a volume slot for a volume being made; #creating releases it. */
+  #reserve(volumeId: number): void {
     if (this.#closed) throw new NeedleError('NS_ERR_VOLUME_CLOSED', 'the store is closed')
     if (this.#volumes.has(volumeId) || this.#broken.has(volumeId) || this.#creating.has(volumeId)) {
       throw new NeedleError('NS_ERR_VOLUME_EXISTS', `volume ${volumeId} already exists`)
@@ -98,6 +99,10 @@ export class Store {
       throw new NeedleError('NS_ERR_BAD_REQUEST', `this server holds at most ${this.#opts.volumesMax} volumes`)
     }
     this.#creating.add(volumeId)
+  }
+
+  async create(volumeId: number, placement: number, collection = ''): Promise<Volume> {
+    this.#reserve(volumeId)
     try {
       const volume = await Volume.create({ ...this.#volumeOptions(volumeId), placement, collection })
       this.#volumes.set(volumeId, volume)
@@ -114,14 +119,7 @@ export class Store {
    * the volume's names.
    */
   async adopt(volumeId: number, fill: (dir: string) => Promise<void>, check: (volume: Volume) => Promise<void> = async () => {}): Promise<Volume> {
-    if (this.#closed) throw new NeedleError('NS_ERR_VOLUME_CLOSED', 'the store is closed')
-    if (this.#volumes.has(volumeId) || this.#broken.has(volumeId) || this.#creating.has(volumeId)) {
-      throw new NeedleError('NS_ERR_VOLUME_EXISTS', `volume ${volumeId} already exists`)
-    }
-    if (this.#volumes.size + this.#creating.size >= this.#opts.volumesMax) {
-      throw new NeedleError('NS_ERR_BAD_REQUEST', `this server holds at most ${this.#opts.volumesMax} volumes`)
-    }
-    this.#creating.add(volumeId)
+    this.#reserve(volumeId)
     try {
       let volume: Volume
       try {
@@ -132,8 +130,7 @@ export class Store {
           throw err
         })
       } catch (err) {
-        await rm(datPath(this.dir, volumeId), { force: true }).catch(() => {})
-        await rm(idxPath(this.dir, volumeId), { force: true }).catch(() => {})
+        await this.#removeFiles(volumeId).catch(() => {})
         throw err
       }
       this.#volumes.set(volumeId, volume)
@@ -152,15 +149,20 @@ export class Store {
     this.#volumes.delete(volumeId)
     await volume.close()
     try {
-      // The marker first: without it, half-made compaction files are never renamed into place.
-      await rm(compactMarkerPath(this.dir, volumeId), { force: true })
-      for (const path of [datPath(this.dir, volumeId), idxPath(this.dir, volumeId), compactDatPath(this.dir, volumeId), compactIdxPath(this.dir, volumeId)]) {
-        await rm(path, { force: true })
-      }
-      await syncDir(this.dir)
+      await this.#removeFiles(volumeId)
     } catch (err) {
       throw diskError(err, `remove volume ${volumeId}`)
     }
+  }
+
+  /** Deletes every file of a volume, durably. */
+  async #removeFiles(volumeId: number): Promise<void> {
+    // The marker first: without it, half-made compaction files are never renamed into place.
+    await rm(compactMarkerPath(this.dir, volumeId), { force: true })
+    for (const path of [datPath(this.dir, volumeId), idxPath(this.dir, volumeId), compactDatPath(this.dir, volumeId), compactIdxPath(this.dir, volumeId)]) {
+      await rm(path, { force: true })
+    }
+    await syncDir(this.dir)
   }
 
   list(): Volume[] {
