@@ -9,10 +9,11 @@
  *   plus slack, and the error names the fid.
  */
 import t from 'tap'
-import { NeedleClient, isNeedleClientError, type NeedleClientError, type UploadResult } from '../../src/index.js'
+import { NeedleClient, type UploadResult } from '../../src/index.js'
 import { startCluster } from '../helpers/cluster.js'
 import { randomBody, sha256 } from '../helpers/cluster-io.js'
 import { seededRandom } from '../helpers/random.js'
+import { failure } from '../helpers/client.js'
 
 t.setTimeout(180_000)
 
@@ -21,16 +22,6 @@ const ATTEMPT_TIMEOUT_MS = 600
 const TIMEOUT_MS = 5000
 /** Scheduling on a busy two-core machine: what a bound may be exceeded by. */
 const SLACK_MS = 1500
-
-async function failure(p: Promise<unknown>): Promise<NeedleClientError> {
-  try {
-    await p
-  } catch (err) {
-    if (isNeedleClientError(err)) return err
-    throw err
-  }
-  throw new Error('expected a NeedleClientError, but the call succeeded')
-}
 
 async function timed<T>(p: Promise<T>): Promise<{ value: T; ms: number }> {
   const started = Date.now()

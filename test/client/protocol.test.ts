@@ -17,8 +17,9 @@
  */
 import { createHash } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { NeedleClient, isNeedleClientError, type NeedleClientError, type NeedleClientOptions } from '../../src/index.js'
+import { NeedleClient, isNeedleClientError, type NeedleClientOptions } from '../../src/index.js'
 import { fakeServer, type FakeHandler, type FakeServer } from '../helpers/fake-server.js'
+import { failure } from '../helpers/client.js'
 
 t.setTimeout(60_000)
 
@@ -26,16 +27,6 @@ t.setTimeout(60_000)
 const KEEP_ORDER = () => 0.999_999
 
 const md5 = (data: Buffer | string) => createHash('md5').update(data).digest('hex')
-
-async function failure(p: Promise<unknown>): Promise<NeedleClientError> {
-  try {
-    await p
-  } catch (err) {
-    if (isNeedleClientError(err)) return err
-    throw err
-  }
-  throw new Error('expected a NeedleClientError, but the call succeeded')
-}
 
 /** A master that answers /dir/lookup from `volumes` (read on every request) and hands the rest to `rest`. */
 async function fakeMaster(t: Test, volumes: Map<number, FakeServer[]>, rest: FakeHandler = (_req, res) => res.json(404, { error: 'no', code: 'NS_ERR_NOT_FOUND' }), auth?: (fid: string) => string): Promise<FakeServer> {

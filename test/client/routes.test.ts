@@ -12,10 +12,11 @@
  *   live file reports `undeleted: false`; of an unknown one NS_ERR_NOT_FOUND.
  */
 import t from 'tap'
-import { NeedleClient, isNeedleClientError, type NeedleClientError } from '../../src/index.js'
+import { NeedleClient } from '../../src/index.js'
 import { startCluster } from '../helpers/cluster.js'
 import { md5Hex, randomBody, sha256 } from '../helpers/cluster-io.js'
 import { seededRandom } from '../helpers/random.js'
+import { failure } from '../helpers/client.js'
 
 t.setTimeout(120_000)
 
@@ -30,17 +31,6 @@ t.teardown(() => client.close())
 /** The same key with another cookie: a fid that names no file. */
 function otherCookie(fid: string): string {
   return `${fid.slice(0, -8)}${((parseInt(fid.slice(-8), 16) ^ 0x5a5a_5a5a) >>> 0).toString(16).padStart(8, '0')}`
-}
-
-/** The rejection of p, which must be a NeedleClientError. */
-async function failure(p: Promise<unknown>): Promise<NeedleClientError> {
-  try {
-    await p
-  } catch (err) {
-    if (isNeedleClientError(err)) return err
-    throw err
-  }
-  throw new Error('expected a NeedleClientError, but the call succeeded')
 }
 
 

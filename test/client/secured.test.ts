@@ -13,25 +13,16 @@
  * - undelete needs the secret: without it NS_ERR_UNAUTHORIZED, with it the file comes back.
  */
 import t from 'tap'
-import { NeedleClient, isNeedleClientError, type NeedleClientError } from '../../src/index.js'
+import { NeedleClient } from '../../src/index.js'
 import { startCluster } from '../helpers/cluster.js'
 import { md5Hex, randomBody, sha256 } from '../helpers/cluster-io.js'
 import { seededRandom } from '../helpers/random.js'
+import { failure } from '../helpers/client.js'
 
 t.setTimeout(120_000)
 
 const SECRET = 'sdk-test-secret'
 const random = seededRandom(0x5d4_0005)
-
-async function failure(p: Promise<unknown>): Promise<NeedleClientError> {
-  try {
-    await p
-  } catch (err) {
-    if (isNeedleClientError(err)) return err
-    throw err
-  }
-  throw new Error('expected a NeedleClientError, but the call succeeded')
-}
 
 const cluster = await startCluster(t, { dataServers: 3, secret: SECRET })
 
